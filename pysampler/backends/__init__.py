@@ -1,0 +1,96 @@
+"""Backend dispatch: which implementation of each step op runs, and why.
+
+A backend is a named set of op implementations. Ops a backend lacks come from the
+plain-PyTorch reference (:mod:`pysampler.ops`), which is also the correctness oracle every
+backend is tested against. ``backend="auto"`` picks the fastest backend present for the
+device (and the reference when a differentiable chain is asked for, since only the
+reference ops carry autograd).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from .. import ops as reference_ops
+from . import native
+
+__all__ = ["Backend", "available_backends", "resolve"]
+
+# Preference order of backend="auto", fastest first. Later backends (triton, cuda) slot in here.
+_PREFERENCE = ("cpp", "torch")
+
+
+@dataclass(frozen=True)
+class Backend:
+    """A named set of op implementations; missing ops fall back to the reference."""
+
+    name: str
+    overrides: dict[str, Callable] = field(default_factory=dict)
+    differentiable: bool = False
+
+    def __getattr__(self, op: str) -> Callable:
+        if op.startswith("__"):
+            raise AttributeError(op)
+        impl = self.overrides.get(op)
+        return impl if impl is not None else getattr(reference_ops, op)
+
+
+TORCH = Backend("torch", differentiable=True)
+
+
+def _native_backend() -> Backend:
+    return Backend("cpp", {"ula_step": native.ula_step})
+
+
+def available_backends(device: torch.device | str = "cpu") -> list[str]:
+    """Names of the backends that can run on ``device``: "torch" always; "cpp" on CPU when built."""
+    device = torch.device(device)
+    names = ["torch"]
+    if device.type == "cpu" and native.available():
+        names.append("cpp")
+    return names
+
+
+_warned_missing_native = False
+
+
+def _warn_missing_native_once() -> None:
+    global _warned_missing_native
+    if not _warned_missing_native:
+        _warned_missing_native = True
+        warnings.warn(
+            "pysampler: the native extension (pysampler._C) is not available "
+            f"({native.load_error()}); using the reference 'torch' backend. "
+            "Build it with `pip install --no-build-isolation -e .` for the fast CPU path.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+
+
+def resolve(backend: str, device: torch.device | str, differentiable: bool = False) -> Backend:
+    """The :class:`Backend` to use for ``backend`` ("auto" or a name) on ``device``.
+
+    Raises ValueError naming the backend and what is available when it cannot run there.
+    """
+    if not isinstance(backend, str):
+        raise TypeError(f"backend must be a string such as 'auto' or 'torch'; got {type(backend).__name__}")
+    device = torch.device(device)
+    present = available_backends(device)
+    if backend == "auto":
+        if device.type == "cpu" and not native.available():
+            _warn_missing_native_once()
+        if differentiable:
+            return TORCH
+        backend = next(name for name in _PREFERENCE if name in present)
+    if backend not in present:
+        why = f" ({native.load_error()})" if backend == "cpp" and native.load_error() else ""
+        raise ValueError(f"backend {backend!r} is not available on {device}{why}; available there: {present} (or 'auto')")
+    if backend == "torch":
+        return TORCH
+    if differentiable:
+        raise ValueError(f"backend {backend!r} has no autograd support; use backend='torch' (or 'auto') with create_graph=True")
+    return _native_backend()

@@ -1,0 +1,109 @@
+"""``ps.sample``: the convenient loop over ``sampler.step`` (burn-in, thinning, trace, progress, adaptation)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Callable
+
+import torch
+from tqdm.auto import tqdm
+
+from .samplers.adaptation import DualAveraging
+from .samplers.base import Sampler, State, StepInfo
+from .targets import Target
+
+__all__ = ["sample", "SampleResult"]
+
+
+@dataclass
+class SampleResult:
+    """What :func:`sample` returns.
+
+    x: (N, *event) final states; accept_rate: (N,) fraction of accepted post-burn-in steps
+    (ones for ULA and kinetic Langevin); trace: (n_steps // thin, N, *event) recorded states
+    or None; backend: the backend that ran ("torch", "cpp", ...); state: the final sampler
+    state (``state.state_dict()`` saves it; step it further to continue the same chains);
+    step_size: (N,) the step sizes used after burn-in (adapted when adaptation was on).
+    """
+
+    x: torch.Tensor
+    accept_rate: torch.Tensor
+    trace: torch.Tensor | None
+    backend: str
+    state: State
+    step_size: torch.Tensor
+
+
+def _check_count(name: str, value, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}; got {value!r}")
+    return value
+
+
+def sample(
+    target: Target | Callable[[torch.Tensor], torch.Tensor],
+    x0: torch.Tensor,
+    sampler: Sampler,
+    n_steps: int,
+    seed: int = 0,
+    backend: str = "auto",
+    burn_in: int = 0,
+    thin: int = 1,
+    record: bool = False,
+    progress: bool = False,
+    *,
+    create_graph: bool = False,
+    callback: Callable[[int, State, StepInfo], None] | None = None,
+) -> SampleResult:
+    """Run N chains from x0 (N, *event) for ``burn_in + n_steps`` steps of ``sampler``.
+
+    Args:
+        target: a Target, or any callable / nn.Module energy mapping (N, *event) -> (N,).
+        x0: initial states, one chain per row; float32 or float64, finite.
+        sampler: ``ps.ULA``, ``ps.MALA``, ``ps.KineticLangevin`` or ``ps.HMC``.
+        n_steps: steps after burn-in (>= 0).
+        seed: selects the random stream; same seed and backend ⇒ same chains, bit for bit.
+        backend: "auto" (fastest available for x0's device), or a name from
+            ``ps.available_backends(x0.device)``.
+        burn_in: steps run first and discarded; MALA/HMC step sizes adapt during them when
+            the sampler has ``adapt_step_size=True``.
+        thin: keep every ``thin``-th post-burn-in state in the trace.
+        record: keep the trace (n_steps // thin, N, *event).
+        progress: show a tqdm progress bar.
+        create_graph: keep the autograd graph through the chain (to x0 and the model's
+            parameters), for trainers that backpropagate through short chains.
+        callback: called as ``callback(i, state, info)`` after every step (i counts burn-in too).
+    """
+    if not isinstance(sampler, Sampler):
+        raise TypeError(f"sampler must be a pysampler sampler such as ps.ULA(0.01); got {type(sampler).__name__}")
+    n_steps = _check_count("n_steps", n_steps, 0)
+    burn_in = _check_count("burn_in", burn_in, 0)
+    thin = _check_count("thin", thin, 1)
+    state = sampler.init(target, x0, seed, backend=backend, create_graph=create_graph)
+    adapt = DualAveraging(state.step_size, sampler.target_accept) if (sampler.adapt_step_size and burn_in > 0) else None
+    accepted = torch.zeros(state.x.shape[0], dtype=torch.float64, device=state.x.device)
+    trace: list[torch.Tensor] = []
+    with tqdm(total=burn_in + n_steps, disable=not progress, desc=sampler.name, unit="step") as bar:
+        for i in range(burn_in + n_steps):
+            state, info = sampler.step(state)
+            if i < burn_in:
+                if adapt is not None:
+                    state = replace(state, step_size=adapt.update(info.accept_prob))
+                    if i == burn_in - 1:
+                        state = replace(state, step_size=adapt.final())
+            else:
+                accepted += info.accepted
+                if record and (i - burn_in + 1) % thin == 0:
+                    trace.append(state.x.detach().clone() if not create_graph else state.x)
+            if callback is not None:
+                callback(i, state, info)
+            bar.update(1)
+    rate = accepted / n_steps if n_steps > 0 else torch.full_like(accepted, float("nan"))
+    return SampleResult(
+        x=state.x,
+        accept_rate=rate.to(state.x.dtype),
+        trace=torch.stack(trace) if record and trace else (state.x.new_empty((0, *state.x.shape)) if record else None),
+        backend=state.backend.name,
+        state=state,
+        step_size=state.step_size,
+    )

@@ -1,0 +1,252 @@
+"""Targets: what to sample. Each is an unnormalised density exp(-U(x)) over x: (N, *event).
+
+A target gives the potential U (N,) and its gradient with respect to the inputs only
+(``torch.autograd.grad``; model parameters never get ``.grad``). ``create_graph=True``
+keeps the graph so a trainer can backpropagate through a short chain.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+from torch import nn
+
+__all__ = ["Target", "EnergyTarget", "LatentTarget", "GaussianMixture", "Gaussian", "gmm25"]
+
+EnergyFn = Callable[[torch.Tensor], torch.Tensor]
+
+
+def _module_device(obj: object) -> torch.device | None:
+    """Device of the first parameter or buffer of an nn.Module, else None."""
+    if isinstance(obj, nn.Module):
+        for t in obj.parameters():
+            return t.device
+        for t in obj.buffers():
+            return t.device
+    return None
+
+
+class Target:
+    """Base class: subclasses implement :meth:`potential` (N, *event) -> (N,).
+
+    ``energy_and_grad`` differentiates it with autograd; subclasses with a closed-form
+    gradient override it.
+    """
+
+    #: coefficient of an analytic standard-normal term ½·w·|x|² in U that a fused step
+    #: kernel may add in-kernel (LatentTarget: 1). Included in potential() and grad.
+    prior_weight: float = 0.0
+
+    def potential(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def devices(self) -> list[torch.device]:
+        """Devices of the tensors/parameters the target holds (to check against x0)."""
+        return []
+
+    def validate(self, x: torch.Tensor) -> None:
+        """Raise a clear error if this target cannot evaluate ``x`` (device mismatch)."""
+        for dev in self.devices():
+            if dev.type != x.device.type or (dev.index is not None and x.device.index is not None and dev != x.device):
+                raise ValueError(
+                    f"x0 is on {x.device} but the target's parameters are on {dev}; "
+                    f"move x0 (x0.to('{dev}')) or the model to the same device"
+                )
+
+    def _checked(self, u: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        n = x.shape[0]
+        if not isinstance(u, torch.Tensor) or u.shape != (n,):
+            got = tuple(u.shape) if isinstance(u, torch.Tensor) else type(u).__name__
+            hint = " (squeeze the last dimension)" if isinstance(u, torch.Tensor) and u.shape == (n, 1) else ""
+            raise ValueError(f"energy must return a tensor of shape (N,) = ({n},) for x of shape {tuple(x.shape)}; got {got}{hint}")
+        return u
+
+    def energy(self, x: torch.Tensor) -> torch.Tensor:
+        """U(x): (N,), without gradient tracking."""
+        with torch.no_grad():
+            return self._checked(self.potential(x), x)
+
+    def energy_and_grad(self, x: torch.Tensor, create_graph: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """(U(x) (N,), ∇ₓU(x) (N, *event)), gradient w.r.t. ``x`` only.
+
+        Without ``create_graph`` both outputs are detached. With it, ``x`` keeps whatever graph
+        it has and the outputs carry the graph (to x and to the model's parameters).
+        """
+        with torch.enable_grad():
+            if create_graph and x.requires_grad:
+                xg = x
+            else:
+                xg = x.detach().requires_grad_(True)
+            u = self._checked(self.potential(xg), x)
+            (g,) = torch.autograd.grad(u.sum(), xg, create_graph=create_graph)
+        if create_graph:
+            return u, g
+        return u.detach(), g.detach()
+
+
+class EnergyTarget(Target):
+    """Density ∝ exp(-energy(x)) for any callable or nn.Module mapping (N, *event) -> (N,)."""
+
+    def __init__(self, energy: EnergyFn):
+        if not callable(energy):
+            raise TypeError(f"energy must be a callable or nn.Module mapping (N, *event) -> (N,); got {type(energy).__name__}")
+        self.energy_fn = energy
+
+    def potential(self, x: torch.Tensor) -> torch.Tensor:
+        return self.energy_fn(x)
+
+    def devices(self) -> list[torch.device]:
+        dev = _module_device(self.energy_fn)
+        return [dev] if dev is not None else []
+
+
+class LatentTarget(Target):
+    """GEBM latent posterior π(z) ∝ N(z; 0, I)·exp(-temperature·E(G(z))).
+
+    U(z) = ½|z|² + temperature·E(G(z)) (Arbel, Zhou & Gretton, ICLR 2021; ../shared/seeds/001).
+    The prior term and its gradient z are computed in closed form; only E∘G goes through
+    autograd. ``decode(z)`` returns G(z), the sample in data space.
+    """
+
+    prior_weight = 1.0
+
+    def __init__(self, generator: Callable[[torch.Tensor], torch.Tensor], energy: EnergyFn, temperature: float = 1.0):
+        if not callable(generator):
+            raise TypeError(f"generator must be a callable or nn.Module mapping z (N, *latent) -> x (N, *data); got {type(generator).__name__}")
+        if not callable(energy):
+            raise TypeError(f"energy must be a callable or nn.Module mapping x (N, *data) -> (N,); got {type(energy).__name__}")
+        temperature = float(temperature)
+        if not (math.isfinite(temperature) and temperature >= 0):
+            raise ValueError(f"temperature must be a finite number >= 0; got {temperature}")
+        self.generator = generator
+        self.energy_fn = energy
+        self.temperature = temperature
+
+    def devices(self) -> list[torch.device]:
+        return [d for d in (_module_device(self.generator), _module_device(self.energy_fn)) if d is not None]
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """G(z): latent samples (N, *latent) mapped to data space (N, *data), no grad."""
+        with torch.no_grad():
+            return self.generator(z)
+
+    def _likelihood(self, z: torch.Tensor) -> torch.Tensor:
+        return self._checked(self.energy_fn(self.generator(z)), z) * self.temperature
+
+    def potential(self, z: torch.Tensor) -> torch.Tensor:
+        return 0.5 * z.flatten(1).square().sum(1) + self._likelihood(z)
+
+    def energy_and_grad(self, z: torch.Tensor, create_graph: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.enable_grad():
+            zg = z if (create_graph and z.requires_grad) else z.detach().requires_grad_(True)
+            e = self._likelihood(zg)
+            (g,) = torch.autograd.grad(e.sum(), zg, create_graph=create_graph)
+        if not create_graph:
+            e, g, zg = e.detach(), g.detach(), z.detach()
+        u = 0.5 * zg.flatten(1).square().sum(1) + e
+        return u, g + zg
+
+
+class Gaussian(Target):
+    """N(mean, Σ) over x: (N, d), with Σ = diag(scale²) or Σ = L Lᵀ from a Cholesky factor.
+
+    Args: mean (d,); scale (d,) or scalar for the diagonal form; ``scale_tril`` (d, d)
+    lower-triangular with positive diagonal for the correlated form (give one of the two).
+    """
+
+    def __init__(self, mean: torch.Tensor, scale: torch.Tensor | float | None = None, *, scale_tril: torch.Tensor | None = None):
+        mean = torch.as_tensor(mean)
+        if mean.ndim != 1 or not mean.is_floating_point():
+            raise ValueError(f"mean must be a floating (d,) tensor; got shape {tuple(mean.shape)} dtype {mean.dtype}")
+        d = mean.shape[0]
+        if (scale is None) == (scale_tril is None):
+            raise ValueError("give exactly one of scale (diagonal) or scale_tril (Cholesky factor)")
+        self.mean = mean
+        self.scale_tril = None
+        if scale_tril is not None:
+            scale_tril = torch.as_tensor(scale_tril, dtype=mean.dtype, device=mean.device)
+            if scale_tril.shape != (d, d) or not bool((torch.diagonal(scale_tril) > 0).all()):
+                raise ValueError(f"scale_tril must be a ({d}, {d}) lower-triangular matrix with positive diagonal")
+            self.scale_tril = torch.tril(scale_tril)
+            self.precision = torch.cholesky_inverse(self.scale_tril)
+            self.scale = None
+        else:
+            scale = torch.as_tensor(scale, dtype=mean.dtype, device=mean.device).expand(d).clone()
+            if not bool((scale > 0).all()):
+                raise ValueError("scale must be > 0 in every coordinate")
+            self.scale = scale
+
+    @property
+    def covariance(self) -> torch.Tensor:
+        if self.scale_tril is not None:
+            return self.scale_tril @ self.scale_tril.T
+        return torch.diag(self.scale.square())
+
+    def devices(self) -> list[torch.device]:
+        return [self.mean.device]
+
+    def _check_x(self, x: torch.Tensor) -> None:
+        if x.ndim != 2 or x.shape[1] != self.mean.shape[0]:
+            raise ValueError(f"x must have shape (N, {self.mean.shape[0]}); got {tuple(x.shape)}")
+
+    def potential(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_x(x)
+        r = x - self.mean.to(x.dtype)
+        if self.scale_tril is not None:
+            return 0.5 * ((r @ self.precision.to(x.dtype)) * r).sum(1)
+        return 0.5 * (r / self.scale.to(x.dtype)).square().sum(1)
+
+    def energy_and_grad(self, x: torch.Tensor, create_graph: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        self._check_x(x)
+        r = x - self.mean.to(x.dtype)
+        if self.scale_tril is not None:
+            g = r @ self.precision.to(x.dtype)
+        else:
+            g = r / self.scale.to(x.dtype).square()
+        return 0.5 * (g * r).sum(1), g
+
+
+class GaussianMixture(Target):
+    """Mixture of K Gaussians with isotropic (K,) or diagonal (K, d) standard deviations.
+
+    U(x) = -log Σ_k w_k N(x; μ_k, diag(σ_k²)), computed with logsumexp; means (K, d).
+    """
+
+    def __init__(self, means: torch.Tensor, stds: torch.Tensor | float, weights: torch.Tensor | None = None):
+        means = torch.as_tensor(means)
+        if means.ndim != 2 or not means.is_floating_point():
+            raise ValueError(f"means must be a floating (K, d) tensor; got shape {tuple(means.shape)} dtype {means.dtype}")
+        k, d = means.shape
+        stds = torch.as_tensor(stds, dtype=means.dtype, device=means.device)
+        if stds.ndim <= 1:
+            stds = stds.reshape(-1, 1).expand(k, d) if stds.ndim == 1 else stds.expand(k, d)
+        if stds.shape != (k, d) or not bool((stds > 0).all()):
+            raise ValueError(f"stds must be positive, of shape (), ({k},) or ({k}, {d}); got {tuple(stds.shape)}")
+        if weights is None:
+            weights = torch.full((k,), 1.0 / k, dtype=means.dtype, device=means.device)
+        weights = torch.as_tensor(weights, dtype=means.dtype, device=means.device)
+        if weights.shape != (k,) or not bool((weights > 0).all()):
+            raise ValueError(f"weights must be positive of shape ({k},); got {tuple(weights.shape)}")
+        self.means = means
+        self.stds = stds.contiguous()
+        self.weights = weights / weights.sum()
+
+    def devices(self) -> list[torch.device]:
+        return [self.means.device]
+
+    def potential(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 2 or x.shape[1] != self.means.shape[1]:
+            raise ValueError(f"x must have shape (N, {self.means.shape[1]}); got {tuple(x.shape)}")
+        mu, sd, w = (t.to(x.dtype) for t in (self.means, self.stds, self.weights))
+        r = (x[:, None, :] - mu) / sd  # (N, K, d)
+        log_comp = -0.5 * r.square().sum(-1) - sd.log().sum(-1) - 0.5 * mu.shape[1] * math.log(2 * math.pi)
+        return -torch.logsumexp(log_comp + w.log(), dim=1)
+
+
+def gmm25(std: float = 0.5, dtype: torch.dtype = torch.float32, device: torch.device | str | None = None) -> GaussianMixture:
+    """The 25-Gaussian benchmark target: equal weights, means on {-4,-2,0,2,4}², isotropic σ."""
+    grid = torch.tensor([-4.0, -2.0, 0.0, 2.0, 4.0], dtype=dtype, device=device)
+    means = torch.cartesian_prod(grid, grid)
+    return GaussianMixture(means, torch.tensor(std, dtype=dtype, device=device))
