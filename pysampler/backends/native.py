@@ -1,0 +1,87 @@
+"""The native extension: C++ (and, when built, CUDA) kernels registered as ``torch.ops.pysampler``.
+
+``pysampler/_C*.so`` is a plain shared library built from ``csrc/`` by CMakeLists.txt (driven by
+setup.py). It has no Python module of its own: loading it with :func:`torch.ops.load_library`
+runs its ``TORCH_LIBRARY`` registrations, after which the ops are ``torch.ops.pysampler.<name>``
+(schemas in ``csrc/ops.cpp``; Meta kernels make them traceable by ``torch.compile``).
+
+Importing this module never raises: when the library is missing or fails to load,
+:func:`available` is False and :func:`load_error` says why. Warning the user is the dispatcher's
+job (:mod:`pysampler.backends`), so this module stays silent.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+
+import torch
+
+__all__ = ["available", "load_error", "library_path", "ula_step"]
+
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+_library_path: str | None = None
+_load_error: str | None = None
+
+
+def _load() -> None:
+    global _library_path, _load_error
+    candidates = sorted(glob.glob(os.path.join(_PACKAGE_DIR, "_C*.so")))
+    if not candidates:
+        _load_error = (
+            f"no compiled library pysampler/_C*.so in {_PACKAGE_DIR} "
+            "(built by `pip install --no-build-isolation -e .`; the build may have been skipped or failed)"
+        )
+        return
+    path = candidates[0]
+    try:
+        if not hasattr(torch.ops.pysampler, "ula_step"):
+            torch.ops.load_library(path)
+        torch.ops.pysampler.ula_step.default  # noqa: B018 - the registration must be complete
+    except Exception as exc:  # a stale or ABI-mismatched build must not break `import pysampler`
+        _load_error = f"failed to load {path}: {type(exc).__name__}: {exc}"
+        return
+    _library_path = path
+
+
+try:
+    _load()
+except Exception as exc:  # pragma: no cover - belt and braces: importing must never raise
+    _library_path, _load_error = None, f"{type(exc).__name__}: {exc}"
+
+
+def available() -> bool:
+    """True when the native ops are loaded and callable as ``torch.ops.pysampler.*``."""
+    return _library_path is not None
+
+
+def load_error() -> str | None:
+    """Why the native library is not available (None when it is)."""
+    return _load_error
+
+
+def library_path() -> str | None:
+    """Path of the loaded shared library (None when not loaded)."""
+    return _library_path
+
+
+def ula_step(
+    x: torch.Tensor, grad: torch.Tensor, step_size: torch.Tensor, noise_scale: float, rng: torch.Tensor
+) -> torch.Tensor:
+    """One ULA step for N chains in one fused pass (native kernel; reference ``pysampler.ops.ula_step``).
+
+    ``x' = x - h * grad + sqrt(2h) * noise_scale * z``, h = ``step_size[n]`` for chain n, z the
+    Philox normal at counter ``offset + i`` for flat element i (``rng = (seed, offset)``).
+
+    Args:
+        x, grad: (N, *event), float32 or float64, same shape and dtype.
+        step_size: (N,), dtype of x.
+        noise_scale: multiplies the noise (0 gives gradient descent).
+        rng: int64 tensor (2,) = (seed, offset) on the device the op runs on (CPU for CPU tensors).
+    Returns:
+        A new contiguous tensor shaped like x. Inputs are not modified.
+    """
+    if _library_path is None:
+        raise RuntimeError(f"pysampler native extension is not available: {_load_error}")
+    return torch.ops.pysampler.ula_step(x, grad, step_size, float(noise_scale), rng)

@@ -1,0 +1,267 @@
+"""The native extension (pysampler/_C.so): Philox stream, ula_step numerics, opcheck, bad inputs.
+
+Every native op is compared with the plain-PyTorch definition on the same inputs and the same
+random stream (pysampler.rng). Skipped as a whole when the extension was not built.
+
+Tolerances. The Philox *words* are integers and must match bit for bit. The normals are float32
+Box-Muller values; the native kernel uses libm's logf/cosf while torch's reference uses its own
+vectorised (SLEEF) log/cos, and the two differ by at most an ulp or two in the float32 result.
+So a float64 step agrees with the reference only up to float32 ulps of the noise term
+(times sqrt(2h) * noise_scale), and the table below is set accordingly; without noise
+(noise_scale=0) the arithmetic is the same and float64 is compared at float64 precision.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pysampler import rng
+from pysampler.backends import native
+
+pytestmark = pytest.mark.skipif(
+    not native.available(), reason=f"native extension pysampler._C not built: {native.load_error()}"
+)
+
+# dtype -> (atol, rtol) for native vs reference, noise included (see the module docstring).
+TOLERANCES = {
+    torch.float32: (2e-6, 2e-6),
+    torch.float64: (1e-6, 1e-7),
+}
+# dtype -> (atol, rtol) without noise: the same operations in the same order.
+TOLERANCES_NO_NOISE = {
+    torch.float32: (1e-6, 1e-6),
+    torch.float64: (1e-12, 1e-12),
+}
+
+KNOWN_ANSWER = (0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8)  # seed 0, offset 0
+
+# (seed, offset): small, 32-bit boundary in the key, offsets whose n draws cross 2**32.
+SEED_OFFSETS = [
+    (0, 0),
+    (1, 7),
+    (12345, 2**32 - 3),
+    (2**32 - 1, 2**32 - 100),
+    (2**32, 5),
+    (2**40 + 17, 2**33 - 1),
+    (2**63 - 1, 2**62),
+]
+
+SHAPES = [(1, 1), (7, 3), (1023, 2), (1025, 5), (6, 2, 3, 4, 5)]  # last: a 4-D event shape
+
+
+def _rng(seed: int, offset: int) -> torch.Tensor:
+    return torch.tensor([seed, offset], dtype=torch.int64)
+
+
+def _reference(x, grad, step_size, noise_scale, seed, offset):
+    """out[i] = x[i] - h*grad[i] + sqrt(2h) * noise_scale * normal(seed, offset + i), in x's dtype."""
+    h = step_size.reshape(-1, *([1] * (x.dim() - 1)))
+    z = rng.normal(seed, offset, x.shape, dtype=x.dtype)
+    return x - h * grad + torch.sqrt(2.0 * h) * noise_scale * z
+
+
+def _inputs(shape, dtype, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(shape, generator=g, dtype=dtype)
+    grad = torch.randn(shape, generator=g, dtype=dtype)
+    step_size = torch.rand(shape[0], generator=g, dtype=dtype) * 0.2 + 1e-3
+    return x, grad, step_size
+
+
+def _assert_close(actual, expected, table=TOLERANCES):
+    atol, rtol = table[expected.dtype]
+    torch.testing.assert_close(actual, expected, atol=atol, rtol=rtol)
+
+
+# --- the Philox stream ------------------------------------------------------------------------
+
+
+def test_loaded():
+    assert native.available()
+    assert native.load_error() is None
+    assert native.library_path() is not None
+    assert hasattr(torch.ops.pysampler, "ula_step")
+
+
+def test_philox_known_answer():
+    words = torch.ops.pysampler.philox_words(0, 0, 1)
+    assert words.dtype == torch.int64 and words.shape == (1, 4)
+    assert tuple(words[0].tolist()) == KNOWN_ANSWER
+
+
+@pytest.mark.parametrize("seed, offset", SEED_OFFSETS)
+def test_philox_words_match_reference_stream(seed, offset):
+    n = 64
+    native_words = torch.ops.pysampler.philox_words(seed, offset, n)
+    counter = torch.arange(n, dtype=torch.int64) + offset
+    zero = torch.zeros_like(counter)
+    expected = rng.philox4x32(
+        counter & rng.MASK32, counter >> 32, zero, zero, seed & rng.MASK32, (seed >> 32) & rng.MASK32
+    )
+    for k in range(4):
+        assert torch.equal(native_words[:, k], expected[k]), f"word {k} differs at seed={seed}, offset={offset}"
+
+
+@pytest.mark.parametrize("seed, offset", SEED_OFFSETS)
+def test_ula_step_noise_is_the_reference_normal_stream(seed, offset):
+    # h = 0.5 and noise_scale = 1 make sqrt(2h) * noise_scale exactly 1: out = 0 - 0 + z.
+    shape = (37, 5)
+    x = torch.zeros(shape)
+    h = torch.full((shape[0],), 0.5)
+    out = torch.ops.pysampler.ula_step(x, x, h, 1.0, _rng(seed, offset))
+    expected = rng.normal(seed, offset, shape)
+    torch.testing.assert_close(out, expected, atol=1e-6, rtol=1e-6)
+    # float64 chains get the float32 normal cast to double, not a float64 normal.
+    out64 = torch.ops.pysampler.ula_step(x.double(), x.double(), h.double(), 1.0, _rng(seed, offset))
+    assert torch.equal(out64, out64.float().double())
+    torch.testing.assert_close(out64, expected.double(), atol=1e-6, rtol=1e-6)
+
+
+def test_normals_look_standard():
+    x = torch.zeros(1000, 200)
+    z = torch.ops.pysampler.ula_step(x, x, torch.full((1000,), 0.5), 1.0, _rng(2024, 0))
+    n = z.numel()
+    # Mean and variance within 5 standard errors (false-failure rate ~1e-6 each).
+    assert abs(z.mean().item()) < 5 / n**0.5
+    assert abs(z.var().item() - 1.0) < 5 * (2 / n) ** 0.5
+    assert torch.isfinite(z).all()
+
+
+# --- ula_step numerics ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_ula_step_matches_formula(shape, dtype):
+    x, grad, step_size = _inputs(shape, dtype)
+    seed, offset = 2**33 + 5, 2**32 - 1000  # counters cross 2**32 inside the larger shapes
+    x0, g0, h0 = x.clone(), grad.clone(), step_size.clone()
+    out = native.ula_step(x, grad, step_size, 0.7, _rng(seed, offset))
+    assert out.shape == x.shape and out.dtype == dtype and out.is_contiguous()
+    _assert_close(out, _reference(x, grad, step_size, 0.7, seed, offset))
+    # inputs untouched
+    assert torch.equal(x, x0) and torch.equal(grad, g0) and torch.equal(step_size, h0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_ula_step_without_noise_is_gradient_descent(shape, dtype):
+    x, grad, step_size = _inputs(shape, dtype, seed=1)
+    out = native.ula_step(x, grad, step_size, 0.0, _rng(3, 4))
+    h = step_size.reshape(-1, *([1] * (x.dim() - 1)))
+    _assert_close(out, x - h * grad, TOLERANCES_NO_NOISE)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+def test_ula_step_matches_pysampler_ops_reference(dtype):
+    ops = pytest.importorskip("pysampler.ops")
+    x, grad, step_size = _inputs((33, 4, 3), dtype, seed=2)
+    r = _rng(99, 2**32 - 7)
+    _assert_close(native.ula_step(x, grad, step_size, 1.3, r), ops.ula_step(x, grad, step_size, 1.3, r))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+def test_ula_step_non_contiguous_inputs(dtype):
+    g = torch.Generator().manual_seed(3)
+    base_x = torch.randn(64, 40, generator=g, dtype=dtype)
+    base_g = torch.randn(40, 64, generator=g, dtype=dtype)
+    base_h = torch.rand(128, generator=g, dtype=dtype) * 0.1
+    x = base_x[:, ::2]  # (64, 20), strided rows
+    grad = base_g.t()[:, 1::2]  # (64, 20), transposed and strided
+    step_size = base_h[::2]  # (64,), stride 2
+    rng_t = torch.tensor([11, -1, 2**32 - 30, -1], dtype=torch.int64)[::2]  # (2,), stride 2
+    assert not (x.is_contiguous() or grad.is_contiguous() or step_size.is_contiguous() or rng_t.is_contiguous())
+    out = native.ula_step(x, grad, step_size, 0.9, rng_t)
+    _assert_close(out, _reference(x, grad, step_size, 0.9, 11, 2**32 - 30))
+    contiguous = native.ula_step(x.contiguous(), grad.contiguous(), step_size.contiguous(), 0.9, _rng(11, 2**32 - 30))
+    assert torch.equal(out, contiguous)
+
+
+def test_ula_step_channels_last_event():
+    x, grad, step_size = _inputs((4, 3, 5, 6), torch.float32, seed=4)
+    x_cl = x.to(memory_format=torch.channels_last)
+    out = native.ula_step(x_cl, grad, step_size, 1.0, _rng(5, 6))
+    _assert_close(out, _reference(x, grad, step_size, 1.0, 5, 6))
+
+
+def test_ula_step_independent_of_thread_count():
+    x, grad, step_size = _inputs((1025, 37), torch.float32, seed=5)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = native.ula_step(x, grad, step_size, 1.0, _rng(8, 9))
+        torch.set_num_threads(max(2, before))
+        many = native.ula_step(x, grad, step_size, 1.0, _rng(8, 9))
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(one, many)
+
+
+def test_ula_step_offset_shifts_the_stream():
+    # Element i draws counter offset + i: a step at offset o+k equals the previous one shifted by k.
+    x = torch.zeros(10, 3)
+    h = torch.full((10,), 0.5)
+    a = native.ula_step(x, x, h, 1.0, _rng(7, 100)).flatten()
+    b = native.ula_step(x, x, h, 1.0, _rng(7, 103)).flatten()
+    assert torch.equal(a[3:], b[:-3])
+
+
+def test_ula_step_empty():
+    x = torch.zeros(0, 3)
+    out = native.ula_step(x, x, torch.zeros(0), 1.0, _rng(0, 0))
+    assert out.shape == (0, 3)
+
+
+# --- torch.library integration ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+def test_opcheck_ula_step(dtype):
+    x, grad, step_size = _inputs((9, 4, 3), dtype, seed=6)
+    torch.library.opcheck(torch.ops.pysampler.ula_step.default, (x, grad, step_size, 0.8, _rng(1, 2)))
+
+
+def test_meta_kernel_shapes():
+    x = torch.empty(5, 3, 2, device="meta")
+    out = torch.ops.pysampler.ula_step(x, x, torch.empty(5, device="meta"), 1.0, _rng(0, 0))
+    assert out.shape == (5, 3, 2) and out.device.type == "meta"
+    with pytest.raises((RuntimeError, ValueError), match="step_size"):
+        torch.ops.pysampler.ula_step(x, x, torch.empty(4, device="meta"), 1.0, _rng(0, 0))
+
+
+# --- bad inputs -------------------------------------------------------------------------------
+
+
+def _bad_cases():
+    x = torch.zeros(4, 3)
+    h = torch.full((4,), 0.1)
+    r = _rng(0, 0)
+    return [
+        ("grad", (x, torch.zeros(4, 2), h, 1.0, r)),  # shape mismatch
+        ("grad", (x, torch.zeros(4, 3, dtype=torch.float64), h, 1.0, r)),  # dtype mismatch
+        ("x", (torch.zeros(4, 3, dtype=torch.int32), torch.zeros(4, 3, dtype=torch.int32), h, 1.0, r)),
+        ("x", (torch.zeros(4, 3, dtype=torch.float16), torch.zeros(4, 3, dtype=torch.float16), h, 1.0, r)),
+        ("x", (torch.tensor(1.0), torch.tensor(1.0), h, 1.0, r)),  # 0-d
+        ("step_size", (x, x, torch.full((3,), 0.1), 1.0, r)),  # wrong N
+        ("step_size", (x, x, torch.full((4, 1), 0.1), 1.0, r)),  # wrong rank
+        ("step_size", (x, x, h.double(), 1.0, r)),  # wrong dtype
+        ("rng", (x, x, h, 1.0, torch.tensor([0, 0], dtype=torch.int32))),
+        ("rng", (x, x, h, 1.0, torch.tensor([0, 0, 0]))),
+        (r"rng\[0\] \(seed\)", (x, x, h, 1.0, torch.tensor([-1, 0]))),
+        (r"rng\[1\] \(offset\)", (x, x, h, 1.0, torch.tensor([0, -5]))),
+    ]
+
+
+@pytest.mark.parametrize("name, args", _bad_cases(), ids=lambda v: v if isinstance(v, str) else "")
+def test_bad_inputs_name_the_argument(name, args):
+    # The message starts with the op and names the argument: "pysampler::ula_step: grad must ...".
+    with pytest.raises((RuntimeError, ValueError), match=rf"ula_step.*: {name} must"):
+        torch.ops.pysampler.ula_step(*args)
+
+
+def test_philox_words_bad_inputs():
+    with pytest.raises((RuntimeError, ValueError), match="seed"):
+        torch.ops.pysampler.philox_words(-1, 0, 1)
+    with pytest.raises((RuntimeError, ValueError), match="n must"):
+        torch.ops.pysampler.philox_words(0, 0, -1)
