@@ -19,8 +19,8 @@ Triton kernel calling ``tl.randn`` would do. A draw of ``n`` numbers at offset
 ``o`` uses the counters ``o, o+1, ..., o+n-1``; each sampler documents how many
 counters a step consumes and advances its state's offset by that amount.
 
-Arithmetic is carried in int64 tensors holding uint32 values; products of two
-32-bit words are split into 16-bit halves so nothing overflows int64.
+Arithmetic is carried in int64 tensors holding uint32 values (see ``_mul_hi_lo`` for the
+32x32 -> 64-bit products).
 """
 
 from __future__ import annotations
@@ -40,14 +40,14 @@ _TWO_PI = 6.283185307179586
 
 
 def _mul_hi_lo(a: torch.Tensor, m: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """High and low 32-bit words of ``a * m`` for uint32 ``a`` (int64 tensor) and constant ``m``."""
-    a_lo = a & 0xFFFF
-    a_hi = a >> 16
-    p_lo = a_lo * m  # < 2**48
-    p_hi = a_hi * m  # < 2**48
-    hi = (p_hi + (p_lo >> 16)) >> 16
-    lo = (((p_hi & 0xFFFF) << 16) + p_lo) & MASK32
-    return hi, lo
+    """High and low 32-bit words of ``a * m`` for uint32 ``a`` (int64 tensor) and constant ``m``.
+
+    The 64-bit product may exceed int64's range; PyTorch's int64 multiply wraps modulo 2**64
+    (two's complement, on CPU and CUDA), which leaves all 64 bits of the unsigned product
+    intact, so masking recovers both words exactly. The known-answer test guards this.
+    """
+    p = a * m
+    return (p >> 32) & MASK32, p & MASK32
 
 
 def philox4x32(
