@@ -236,13 +236,29 @@ class GaussianMixture(Target):
     def devices(self) -> list[torch.device]:
         return [self.means.device]
 
-    def potential(self, x: torch.Tensor) -> torch.Tensor:
+    def _component_terms(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per-component log-densities plus log-weights (N, K), residuals x − μ_k (N, K, d), σ (K, d)."""
         if x.ndim != 2 or x.shape[1] != self.means.shape[1]:
             raise ValueError(f"x must have shape (N, {self.means.shape[1]}); got {tuple(x.shape)}")
         mu, sd, w = (t.to(x.dtype) for t in (self.means, self.stds, self.weights))
-        r = (x[:, None, :] - mu) / sd  # (N, K, d)
-        log_comp = -0.5 * r.square().sum(-1) - sd.log().sum(-1) - 0.5 * mu.shape[1] * math.log(2 * math.pi)
-        return -torch.logsumexp(log_comp + w.log(), dim=1)
+        diff = x[:, None, :] - mu  # (N, K, d)
+        log_norm = -sd.log().sum(-1) - 0.5 * mu.shape[1] * math.log(2 * math.pi) + w.log()
+        return -0.5 * (diff / sd).square().sum(-1) + log_norm, diff, sd
+
+    def potential(self, x: torch.Tensor) -> torch.Tensor:
+        log_comp, _, _ = self._component_terms(x)
+        return -torch.logsumexp(log_comp, dim=1)
+
+    def energy_and_grad(self, x: torch.Tensor, create_graph: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        # ∇U = Σ_k r_k (x − μ_k)/σ_k², r = softmax of the component log-densities (responsibilities).
+        # One exp pass serves both U = −logsumexp and the responsibilities.
+        log_comp, diff, sd = self._component_terms(x)
+        top = log_comp.amax(1, keepdim=True)
+        weights = torch.exp(log_comp - top)
+        total = weights.sum(1, keepdim=True)
+        resp = weights / total
+        grad = (resp[:, :, None] * diff / sd.square()).sum(1)
+        return -(top + total.log()).squeeze(1), grad
 
 
 def gmm25(std: float = 0.5, dtype: torch.dtype = torch.float32, device: torch.device | str | None = None) -> GaussianMixture:
