@@ -20,8 +20,9 @@ Environment variables:
     PYSAMPLER_SKIP_NATIVE=1     do not build the native library (pure-Python install).
     PYSAMPLER_REQUIRE_NATIVE=1  make a failed native build fail the install (CI); by default a
                                 failure prints a warning and the package works without _C.
-    PYSAMPLER_FORCE_CUDA=1      compile csrc/cuda even when no CUDA torch/nvcc is detected;
-                                PYSAMPLER_FORCE_CUDA=0 never compiles it.
+    PYSAMPLER_FORCE_CUDA=1      try csrc/cuda even when no CUDA torch/nvcc is detected;
+                                PYSAMPLER_FORCE_CUDA=0 never compiles it. A failed CUDA
+                                build falls back to the CPU kernels with a warning.
     PYSAMPLER_CUDA_ARCHS        CUDA architectures, CMake style (default "80;90").
     MAX_JOBS                    parallel compile jobs (default: Ninja's choice, all cores).
 """
@@ -59,18 +60,27 @@ def _env_flag(name: str) -> bool | None:
     return value.strip().lower() not in ("0", "false", "no", "off")
 
 
-def _want_cuda(torch) -> tuple[bool, str]:
+def _find_nvcc() -> str | None:
+    try:
+        from torch.utils.cpp_extension import CUDA_HOME
+    except Exception:  # pragma: no cover - very old or broken torch
+        CUDA_HOME = None
+    candidates = [os.path.join(CUDA_HOME, "bin", "nvcc")] if CUDA_HOME else []
+    candidates.append(shutil.which("nvcc") or "")
+    return next((c for c in candidates if c and os.path.exists(c)), None)
+
+
+def _want_cuda(torch) -> tuple[bool, str, str | None]:
+    """(compile csrc/cuda?, why, nvcc path)."""
+    nvcc = _find_nvcc()
     forced = _env_flag("PYSAMPLER_FORCE_CUDA")
     if forced is not None:
-        return forced, f"PYSAMPLER_FORCE_CUDA={os.environ['PYSAMPLER_FORCE_CUDA']}"
+        return forced, f"PYSAMPLER_FORCE_CUDA={os.environ['PYSAMPLER_FORCE_CUDA']}", nvcc
     if torch.version.cuda is None:
-        return False, "torch is not a CUDA build"
-    from torch.utils.cpp_extension import CUDA_HOME
-
-    nvcc = os.path.join(CUDA_HOME, "bin", "nvcc") if CUDA_HOME else shutil.which("nvcc")
-    if not nvcc or not os.path.exists(nvcc):
-        return False, "nvcc not found"
-    return True, f"torch CUDA {torch.version.cuda}, nvcc at {nvcc}"
+        return False, "torch is not a CUDA build", nvcc
+    if nvcc is None:
+        return False, "nvcc not found", None
+    return True, f"torch CUDA {torch.version.cuda}, nvcc at {nvcc}", nvcc
 
 
 def _tool(name: str) -> str | None:
@@ -108,21 +118,33 @@ class CMakeBuild(build_ext):
             print("pysampler: PYSAMPLER_SKIP_NATIVE set; not building the native library", file=sys.stderr)
             return
         try:
-            self._build_cmake(ext)
+            import torch  # the library compiles against the torch that will load it
+
+            use_cuda, why, nvcc = _want_cuda(torch)
+            try:
+                self._build_cmake(ext, torch, use_cuda, why, nvcc)
+            except Exception as exc:
+                if not use_cuda:
+                    raise
+                self._warn(f"the CUDA kernels could not be built ({type(exc).__name__}: {exc}); building the CPU kernels only")
+                self._build_cmake(ext, torch, False, "CUDA build failed", None)
         except Exception as exc:
             if _env_flag("PYSAMPLER_REQUIRE_NATIVE"):
                 raise
-            message = getattr(exc, "output", None) or traceback.format_exc()
-            print(
-                "\n" + "=" * 78 + "\nWARNING: pysampler's native library (pysampler/_C.so) was NOT built.\n"
+            self._warn(
+                "pysampler's native library (pysampler/_C.so) was NOT built.\n"
                 f"  reason: {type(exc).__name__}: {exc}\n"
                 "  pysampler still works: it falls back to the plain-PyTorch backend.\n"
-                "  Set PYSAMPLER_REQUIRE_NATIVE=1 to make this an error.\n" + "=" * 78 + "\n" + str(message)[-4000:],
-                file=sys.stderr,
+                "  Set PYSAMPLER_REQUIRE_NATIVE=1 to make this an error.",
+                traceback.format_exc()[-4000:],
             )
 
-    def _build_cmake(self, ext: Extension) -> None:
-        import torch
+    @staticmethod
+    def _warn(message: str, details: str = "") -> None:
+        line = "=" * 78
+        print(f"\n{line}\nWARNING: {message}\n{line}\n{details}", file=sys.stderr)
+
+    def _build_cmake(self, ext: Extension, torch, use_cuda: bool, why: str, nvcc: str | None) -> None:
         from torch.utils.cpp_extension import include_paths, library_paths
 
         cmake = _tool("cmake")
@@ -135,14 +157,14 @@ class CMakeBuild(build_ext):
         output = os.path.abspath(self.get_ext_fullpath(ext.name))
         # Editable installs build in a temporary folder each time; keep CMake's tree in ./build
         # instead so that re-running `pip install -e .` recompiles only what changed.
+        name = f"cmake-{sys.implementation.cache_tag}" + ("-cuda" if use_cuda else "")
         if getattr(self, "editable_mode", False):
-            build_temp = os.path.join(ROOT, "build", f"cmake-{sys.implementation.cache_tag}")
+            build_temp = os.path.join(ROOT, "build", name)
         else:
-            build_temp = os.path.abspath(os.path.join(self.build_temp, "cmake"))
+            build_temp = os.path.abspath(os.path.join(self.build_temp, name))
         os.makedirs(build_temp, exist_ok=True)
         os.makedirs(os.path.dirname(output), exist_ok=True)
 
-        use_cuda, why = _want_cuda(torch)
         print(f"pysampler: building native library -> {output} (CUDA kernels: {use_cuda}: {why})", file=sys.stderr)
         args = [
             cmake,
@@ -158,14 +180,15 @@ class CMakeBuild(build_ext):
             f"-DPYSAMPLER_OUTPUT_DIR={os.path.dirname(output)}",
             f"-DPYSAMPLER_CUDA={'ON' if use_cuda else 'OFF'}",
         ]
+        if use_cuda and nvcc:
+            args.append(f"-DCMAKE_CUDA_COMPILER={nvcc}")
         if os.environ.get("PYSAMPLER_CUDA_ARCHS"):
             args.append(f"-DPYSAMPLER_CUDA_ARCHITECTURES={os.environ['PYSAMPLER_CUDA_ARCHS']}")
         build = [cmake, "--build", build_temp]
         if os.environ.get("MAX_JOBS"):
             build += ["--parallel", os.environ["MAX_JOBS"]]
-        env = dict(os.environ)
         for cmd in (args, build):
-            subprocess.run(cmd, check=True, env=env)
+            subprocess.run(cmd, check=True)
         if not os.path.exists(output):
             raise RuntimeError(f"CMake finished but {output} is missing")
 
