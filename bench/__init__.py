@@ -1,0 +1,1 @@
+"""pysampler throughput benchmarks (pytest-benchmark); see README.md."""

@@ -1,0 +1,74 @@
+"""The registry of implementations every workload is measured with.
+
+An implementation is ``make(workload, device) -> run``: it builds everything a run needs
+(target, x0, sampler) outside the timed region and returns a zero-argument ``run`` that does
+the whole ``workload.n_steps``-step chain and returns the final states (N, d). It raises
+:class:`Unavailable` when it cannot run on ``device`` (the benchmark is then skipped).
+
+Adding a backend is one line in IMPLEMENTATIONS, e.g.::
+
+    "pysampler-triton": pysampler_backend("triton"),
+
+(or any other ``make`` function: a fused-chain kernel, a JAX/BlackJAX loop that converts
+its result back to a tensor). "eager" must stay first: it is the baseline of the ratios.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+import pysampler as ps
+
+from .baselines import make_eager
+from .workloads import Workload, energy_fn
+
+__all__ = ["Unavailable", "IMPLEMENTATIONS", "BASELINE", "DTYPE", "eager", "pysampler_backend"]
+
+#: dtype of every workload's state and target
+DTYPE = torch.float32
+
+Run = Callable[[], torch.Tensor]
+Make = Callable[[Workload, torch.device], Run]
+
+
+class Unavailable(Exception):
+    """This implementation cannot run here (backend not built, no GPU, library missing)."""
+
+
+def eager(workload: Workload, device: torch.device) -> Run:
+    """The hand-written PyTorch loop (bench/baselines.py)."""
+    target = workload.target(device, DTYPE)
+    x0 = workload.x0(device, DTYPE)
+    return make_eager(energy_fn(target), x0, workload.algorithm, workload.step_size, workload.n_steps)
+
+
+def pysampler_backend(backend: str) -> Make:
+    """``ps.sample(target, x0, sampler, n_steps, backend=backend)``; "auto" picks as users get it."""
+
+    def make(workload: Workload, device: torch.device) -> Run:
+        present = ps.available_backends(device)
+        if backend != "auto" and backend not in present:
+            raise Unavailable(f"backend {backend!r} is not available on {device} (available: {present})")
+        target = workload.target(device, DTYPE)
+        x0 = workload.x0(device, DTYPE)
+        sampler = workload.make_sampler()
+
+        def run() -> torch.Tensor:
+            return ps.sample(target, x0, sampler, workload.n_steps, seed=0, backend=backend).x
+
+        run.backend = ps.backends.resolve(backend, device).name  # what "auto" resolves to
+        return run
+
+    return make
+
+
+IMPLEMENTATIONS: dict[str, Make] = {
+    "eager": eager,
+    "pysampler-torch": pysampler_backend("torch"),
+    "pysampler-cpp": pysampler_backend("cpp"),
+    "pysampler-auto": pysampler_backend("auto"),
+}
+
+BASELINE = "eager"
