@@ -13,8 +13,8 @@ draws its noise from one counter-based Philox stream (:mod:`pysampler.rng`).
 
 from . import diagnostics, diffusion, rng
 from .backends import available_backends
-from .sampling import SampleResult, sample
 from .samplers import HMC, MALA, ULA, DualAveraging, KineticLangevin, Sampler, State, StepInfo
+from .sampling import SampleResult, sample
 from .targets import EnergyTarget, Gaussian, GaussianMixture, LatentTarget, Target, gmm25
 
 __version__ = "0.1.0"

@@ -55,7 +55,9 @@ def run_gmm25(args: argparse.Namespace) -> list[Row]:
     for name in args.samplers:
         sampler = samplers[name]
         start = time.perf_counter()
-        res = sample(target, x0, sampler, args.steps, seed=args.seed, backend=args.backend, burn_in=args.burn_in, progress=args.progress)
+        res = sample(
+            target, x0, sampler, args.steps, seed=args.seed, backend=args.backend, burn_in=args.burn_in, progress=args.progress
+        )
         if res.x.is_cuda:
             torch.cuda.synchronize()
         elapsed = time.perf_counter() - start
@@ -85,18 +87,21 @@ def plot(rows: list[Row], modes: torch.Tensor, path: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(rows), figsize=(4 * len(rows), 4.2), squeeze=False)
-    for ax, r in zip(axes[0], rows):
+    for ax, r in zip(axes[0], rows, strict=True):
         pts = r.x[:20_000]
         ax.scatter(pts[:, 0], pts[:, 1], s=1, alpha=0.3, rasterized=True)
         ax.scatter(modes[:, 0].cpu(), modes[:, 1].cpu(), marker="x", c="red", s=20)
-        ax.set(xlim=(-6, 6), ylim=(-6, 6), aspect="equal", title=f"{r.sampler} ({r.backend})\n{r.modes_covered}/{r.n_modes} modes")
+        title = f"{r.sampler} ({r.backend})\n{r.modes_covered}/{r.n_modes} modes"
+        ax.set(xlim=(-6, 6), ylim=(-6, 6), aspect="equal", title=title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pysampler", description="pysampler: fast samplers for energy-based and diffusion models.")
+    parser = argparse.ArgumentParser(
+        prog="pysampler", description="pysampler: fast samplers for energy-based and diffusion models."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     s = sub.add_parser(
         "sample",

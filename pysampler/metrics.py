@@ -20,7 +20,9 @@ class ModeCoverage:
     fraction_near: float
 
 
-def mode_coverage(samples: torch.Tensor, modes: torch.Tensor, std: float, radius: float = 2.0, min_share: float = 0.1) -> ModeCoverage:
+def mode_coverage(
+    samples: torch.Tensor, modes: torch.Tensor, std: float, radius: float = 2.0, min_share: float = 0.1
+) -> ModeCoverage:
     """Mode coverage of samples (n, d) against K isotropic modes (K, d) of standard deviation ``std``.
 
     A sample is *near* a mode when its distance is below ``radius·std`` (for a 2-D Gaussian,

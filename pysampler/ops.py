@@ -88,7 +88,7 @@ def _mh_select(log_alpha: torch.Tensor, rng: torch.Tensor, current: tuple, propo
     accept_prob = torch.exp(torch.clamp_max(log_alpha, 0.0))
     u = _uniform(rng, log_alpha.shape[0], log_alpha.device).to(log_alpha.dtype)
     accepted = u < accept_prob
-    out = tuple(torch.where(per_chain(accepted, c), p, c) for c, p in zip(current, proposed))
+    out = tuple(torch.where(per_chain(accepted, c), p, c) for c, p in zip(current, proposed, strict=True))
     return (*out, accept_prob.detach(), accepted)
 
 
@@ -130,7 +130,9 @@ def kinetic_oba(
     return x + h * v, v
 
 
-def kinetic_bo(v: torch.Tensor, grad: torch.Tensor, step_size: torch.Tensor, friction: torch.Tensor, rng: torch.Tensor) -> torch.Tensor:
+def kinetic_bo(
+    v: torch.Tensor, grad: torch.Tensor, step_size: torch.Tensor, friction: torch.Tensor, rng: torch.Tensor
+) -> torch.Tensor:
     """Second half of an OBABO step, after the gradient at the new x: B(h/2), O(h/2). Returns v'."""
     decay, noise_std = _ou_coefficients(step_size, friction, v)
     v = v - 0.5 * per_chain(step_size, v) * grad

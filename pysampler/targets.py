@@ -8,7 +8,7 @@ keeps the graph so a trainer can backpropagate through a short chain.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -60,7 +60,9 @@ class Target:
         if not isinstance(u, torch.Tensor) or u.shape != (n,):
             got = tuple(u.shape) if isinstance(u, torch.Tensor) else type(u).__name__
             hint = " (squeeze the last dimension)" if isinstance(u, torch.Tensor) and u.shape == (n, 1) else ""
-            raise ValueError(f"energy must return a tensor of shape (N,) = ({n},) for x of shape {tuple(x.shape)}; got {got}{hint}")
+            raise ValueError(
+                f"energy must return a tensor of shape (N,) = ({n},) for x of shape {tuple(x.shape)}; got {got}{hint}"
+            )
         return u
 
     def energy(self, x: torch.Tensor) -> torch.Tensor:
@@ -114,7 +116,10 @@ class LatentTarget(Target):
 
     def __init__(self, generator: Callable[[torch.Tensor], torch.Tensor], energy: EnergyFn, temperature: float = 1.0):
         if not callable(generator):
-            raise TypeError(f"generator must be a callable or nn.Module mapping z (N, *latent) -> x (N, *data); got {type(generator).__name__}")
+            raise TypeError(
+                "generator must be a callable or nn.Module mapping z (N, *latent) -> x (N, *data); "
+                f"got {type(generator).__name__}"
+            )
         if not callable(energy):
             raise TypeError(f"energy must be a callable or nn.Module mapping x (N, *data) -> (N,); got {type(energy).__name__}")
         temperature = float(temperature)

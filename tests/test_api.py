@@ -297,7 +297,8 @@ def test_bad_sampler_config(make, match):
 def test_bad_step_size_type_and_shape():
     with pytest.raises(TypeError, match="step_size must be a float or a per-chain"):
         ps.ULA("0.1")
-    with pytest.raises(ValueError, match=r"step_size must be a float or a per-chain \(64,\) tensor for 64 chains; got shape \(3,\)"):
+    msg = r"step_size must be a float or a per-chain \(64,\) tensor for 64 chains; got shape \(3,\)"
+    with pytest.raises(ValueError, match=msg):
         ps.sample(quadratic, x0(), ps.ULA(torch.tensor([0.1, 0.2, 0.3])), 1)
 
 
@@ -330,7 +331,9 @@ def test_closed_form_gradients_match_autograd(dtype):
     means = torch.randn(4, 2, generator=g, dtype=dtype)
     targets = [
         ps.gmm25(dtype=dtype),
-        ps.GaussianMixture(means, torch.rand(4, 2, generator=g, dtype=dtype) + 0.3, torch.rand(4, generator=g, dtype=dtype) + 0.1),
+        ps.GaussianMixture(
+            means, torch.rand(4, 2, generator=g, dtype=dtype) + 0.3, torch.rand(4, generator=g, dtype=dtype) + 0.1
+        ),
         ps.Gaussian(means[0], torch.tensor([0.5, 2.0], dtype=dtype)),
         ps.Gaussian(means[0], scale_tril=torch.tensor([[1.0, 0.0], [0.7, 0.4]], dtype=dtype)),
     ]
@@ -343,7 +346,8 @@ def test_closed_form_gradients_match_autograd(dtype):
 
 def test_gaussian_mixture_normalised():
     # exp(-U) integrates to 1: Riemann sum on a fine grid.
-    t = ps.GaussianMixture(torch.tensor([[0.0, 0.0], [2.0, 1.0]], dtype=F64), torch.tensor([0.5, 0.8], dtype=F64), torch.tensor([1.0, 3.0], dtype=F64))
+    means = torch.tensor([[0.0, 0.0], [2.0, 1.0]], dtype=F64)
+    t = ps.GaussianMixture(means, torch.tensor([0.5, 0.8], dtype=F64), torch.tensor([1.0, 3.0], dtype=F64))
     grid = torch.linspace(-5, 7, 601, dtype=F64)
     xy = torch.cartesian_prod(grid, grid)
     mass = torch.exp(-t.energy(xy)).sum() * (grid[1] - grid[0]) ** 2

@@ -229,7 +229,7 @@ def test_blocked_evaluation_matches_single_block(monkeypatch):
     monkeypatch.setattr(diagnostics, "_BLOCK_ELEMS", 200)  # a few coordinates per block
     blocked = (diagnostics.effective_sample_size(trace), diagnostics.split_rhat(trace))
     assert full[0].shape == (5, 2) and full[0].dtype == torch.float64
-    for a, b in zip(full, blocked):
+    for a, b in zip(full, blocked, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=0)
 
 

@@ -9,8 +9,9 @@ state (``state.state_dict()``) resumes exactly: the random stream continues at
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -194,7 +195,14 @@ class Sampler:
     def step(self, state: State) -> tuple[State, StepInfo]:
         raise NotImplementedError
 
-    def load_state(self, target: Target | Callable, state_dict: dict[str, torch.Tensor], *, backend: str = "auto", create_graph: bool = False) -> State:
+    def load_state(
+        self,
+        target: Target | Callable,
+        state_dict: dict[str, torch.Tensor],
+        *,
+        backend: str = "auto",
+        create_graph: bool = False,
+    ) -> State:
         """Rebuild a state saved with ``state.state_dict()``; stepping it continues the same chains."""
         missing = [k for k in ("x", "energy", "grad", "step_size", "rng", "step", "frozen") if k not in state_dict]
         if missing:
@@ -203,7 +211,8 @@ class Sampler:
         x = check_x0(state_dict["x"])
         target.validate(x)
         kwargs = {f.name: state_dict.get(f.name) for f in fields(State) if f.name in _SAVED}
-        return State(**kwargs, target=target, backend=resolve(backend, x.device, differentiable=create_graph), create_graph=create_graph)
+        resolved = resolve(backend, x.device, differentiable=create_graph)
+        return State(**kwargs, target=target, backend=resolved, create_graph=create_graph)
 
     def _evaluate(self, state: State, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return state.target.energy_and_grad(x, create_graph=state.create_graph)
@@ -211,7 +220,8 @@ class Sampler:
     @staticmethod
     def _accept_all(state: State) -> StepInfo:
         n = state.x.shape[0]
-        return StepInfo(torch.ones(n, dtype=state.x.dtype, device=state.x.device), torch.ones(n, dtype=torch.bool, device=state.x.device))
+        ones = torch.ones(n, dtype=state.x.dtype, device=state.x.device)
+        return StepInfo(ones, ones.bool())
 
     def _commit_unadjusted(self, state: State, new: State) -> State:
         """For ULA / kinetic Langevin: catch chains that turned non-finite, raise or freeze them."""
