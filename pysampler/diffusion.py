@@ -42,6 +42,7 @@ import math
 import torch
 
 from . import rng
+from .ops import per_chain
 
 __all__ = [
     "VPSchedule",
@@ -234,11 +235,6 @@ def _gather(coef: torch.Tensor, t_idx: torch.Tensor, x0: torch.Tensor) -> torch.
     return coef.to(device=x0.device)[t_idx].to(_compute_dtype(x0.dtype))
 
 
-def _per_sample(c: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """View an (N,) coefficient as (N, 1, ..., 1) to broadcast over x's event dims."""
-    return c.reshape((-1,) + (1,) * (x.dim() - 1))
-
-
 def q_sample_reference(
     x0: torch.Tensor, sqrt_ab: torch.Tensor, sqrt_1mab: torch.Tensor, noise: torch.Tensor
 ) -> torch.Tensor:
@@ -250,7 +246,7 @@ def q_sample_reference(
     """
     cdt = _compute_dtype(x0.dtype)
     x = x0.to(cdt)
-    out = _per_sample(sqrt_ab.to(cdt), x) * x + _per_sample(sqrt_1mab.to(cdt), x) * noise.to(cdt)
+    out = per_chain(sqrt_ab.to(cdt), x) * x + per_chain(sqrt_1mab.to(cdt), x) * noise.to(cdt)
     return out.to(x0.dtype)
 
 
@@ -271,8 +267,8 @@ def posterior_sample_reference(
     cdt = _compute_dtype(x0.dtype)
     a = x0.to(cdt)
     b = xt.to(cdt)
-    mean = _per_sample(coef_x0.to(cdt), a) * a + _per_sample(coef_xt.to(cdt), a) * b
-    out = mean + _per_sample(std.to(cdt), a) * noise.to(cdt)
+    mean = per_chain(coef_x0.to(cdt), a) * a + per_chain(coef_xt.to(cdt), a) * b
+    out = mean + per_chain(std.to(cdt), a) * noise.to(cdt)
     return out.to(x0.dtype)
 
 
