@@ -9,7 +9,7 @@ whose closed-form gradient pysampler uses; that is part of what the comparison m
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

@@ -64,7 +64,10 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         f"threads={torch.get_num_threads()}  cpus={os.cpu_count()}  "
         f"loadavg start={session.load_start} end={load_end}"
     )
-    header = f"{'workload':<9}{'implementation':<24}{'chains':>8}{'steps':>7}{'rounds':>7}{'mean s':>10}{'min s':>10}{'chain-steps/s':>16}{'vs eager':>10}"
+    header = (
+        f"{'workload':<9}{'implementation':<24}{'chains':>8}{'steps':>7}{'rounds':>7}"
+        f"{'mean s':>10}{'min s':>10}{'chain-steps/s':>16}{'vs eager':>10}"
+    )
     tr.write_line(header)
     tr.write_line("-" * len(header))
     for r in session.rows:

@@ -15,7 +15,7 @@ its result back to a tensor). "eager" must stay first: it is the baseline of the
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

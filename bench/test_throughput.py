@@ -118,6 +118,7 @@ def test_throughput(benchmark, bench_session: BenchSession, workload_name: str, 
         Row(
             workload=workload.name, implementation=impl_name, device=str(DEVICE),
             n_chains=workload.n_chains, n_steps=workload.n_steps, rounds=rounds,
-            mean_s=mean_s, min_s=stats.min, chain_steps_per_s=rate, ratio_vs_eager=ratio, eager_mean_s=baseline_s, backend=backend,
+            mean_s=mean_s, min_s=stats.min, chain_steps_per_s=rate,
+            ratio_vs_eager=ratio, eager_mean_s=baseline_s, backend=backend,
         )
     )
