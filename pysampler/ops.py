@@ -78,6 +78,11 @@ def ula_step(x: torch.Tensor, grad: torch.Tensor, step_size: torch.Tensor, noise
     return out
 
 
+def _sq_norm(v: torch.Tensor) -> torch.Tensor:
+    """Per-row squared Euclidean norm of v (N, D), in one reduction pass."""
+    return torch.linalg.vector_norm(v, dim=1).square()
+
+
 def _mh_select(log_alpha: torch.Tensor, rng: torch.Tensor, current: tuple, proposed: tuple):
     """Metropolis-Hastings: keep ``proposed`` where u < α. Non-finite log α is a rejection.
 
@@ -104,11 +109,12 @@ def mala_accept(
     Returns (x, energy, grad, accept_prob, accepted).
     """
     h = per_chain(step_size, x)
-    fwd = (y - x + h * grad).flatten(1).square().sum(1)  # |y - x + h∇U(x)|²
-    bwd = (x - y + h * grad_y).flatten(1).square().sum(1)  # |x - y + h∇U(y)|²
+    diff = (y - x).flatten(1)
+    fwd = _sq_norm(torch.addcmul(diff, h.flatten(1), grad.flatten(1)))  # |y − x + h∇U(x)|²
+    bwd = _sq_norm(torch.addcmul(-diff, h.flatten(1), grad_y.flatten(1)))  # |x − y + h∇U(y)|²
+    # A non-finite y or ∇U(y) makes fwd or bwd inf/NaN, hence log α non-finite: _mh_select
+    # rejects it without a separate pass over the proposal.
     log_alpha = energy - energy_y - (bwd - fwd) / (4.0 * step_size)
-    finite = torch.isfinite(y.flatten(1)).all(1) & torch.isfinite(grad_y.flatten(1)).all(1)
-    log_alpha = torch.where(finite, log_alpha, torch.full_like(log_alpha, -torch.inf))
     return _mh_select(log_alpha, rng, (x, energy, grad), (y, energy_y, grad_y))
 
 
@@ -161,8 +167,10 @@ def hmc_accept(
     and cached gradient. Uniform for chain n at counter offset + n.
     Returns (x, energy, grad, accept_prob, accepted).
     """
-    h0 = energy + 0.5 * p0.flatten(1).square().sum(1)
-    h1 = energy_y + 0.5 * p.flatten(1).square().sum(1)
-    finite = torch.isfinite(y.flatten(1)).all(1) & torch.isfinite(grad_y.flatten(1)).all(1)
+    h0 = energy + 0.5 * _sq_norm(p0.flatten(1))
+    h1 = energy_y + 0.5 * _sq_norm(p.flatten(1))
+    # ∇U(y) enters p through the last kick, so a non-finite gradient makes H non-finite; y itself
+    # does not enter H, so check it (an energy may stay finite at an infinite position).
+    finite = torch.isfinite(y.flatten(1)).all(1)
     log_alpha = torch.where(finite, h0 - h1, torch.full_like(h0, -torch.inf))
     return _mh_select(log_alpha, rng, (x, energy, grad), (y, energy_y, grad_y))
