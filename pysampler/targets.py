@@ -18,13 +18,13 @@ __all__ = ["Target", "EnergyTarget", "LatentTarget", "GaussianMixture", "Gaussia
 EnergyFn = Callable[[torch.Tensor], torch.Tensor]
 
 
-def _module_device(obj: object) -> torch.device | None:
-    """Device of the first parameter or buffer of an nn.Module, else None."""
+def _module_tensor(obj: object) -> torch.Tensor | None:
+    """The first parameter or buffer of an nn.Module (its device and dtype), else None."""
     if isinstance(obj, nn.Module):
         for t in obj.parameters():
-            return t.device
+            return t
         for t in obj.buffers():
-            return t.device
+            return t
     return None
 
 
@@ -38,21 +38,29 @@ class Target:
     #: coefficient of an analytic standard-normal term ½·w·|x|² in U that a fused step
     #: kernel may add in-kernel (LatentTarget: 1). Included in potential() and grad.
     prior_weight: float = 0.0
+    #: analytic targets cast their parameters to x's dtype; nn.Module energies do not
+    follows_input_dtype: bool = False
 
     def potential(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def devices(self) -> list[torch.device]:
-        """Devices of the tensors/parameters the target holds (to check against x0)."""
+    def tensors(self) -> list[torch.Tensor]:
+        """One tensor per model or parameter set the target holds (to check device and dtype of x0)."""
         return []
 
     def validate(self, x: torch.Tensor) -> None:
-        """Raise a clear error if this target cannot evaluate ``x`` (device mismatch)."""
-        for dev in self.devices():
+        """Raise a clear error if this target cannot evaluate ``x``: device or dtype mismatch."""
+        for t in self.tensors():
+            dev = t.device
             if dev.type != x.device.type or (dev.index is not None and x.device.index is not None and dev != x.device):
                 raise ValueError(
                     f"x0 is on {x.device} but the target's parameters are on {dev}; "
                     f"move x0 (x0.to('{dev}')) or the model to the same device"
+                )
+            if not self.follows_input_dtype and t.is_floating_point() and t.dtype != x.dtype:
+                raise ValueError(
+                    f"x0 is {x.dtype} but the target's parameters are {t.dtype}; "
+                    f"use x0.to({t.dtype}) or convert the model (model.to({x.dtype}))"
                 )
 
     def _checked(self, u: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -99,9 +107,9 @@ class EnergyTarget(Target):
     def potential(self, x: torch.Tensor) -> torch.Tensor:
         return self.energy_fn(x)
 
-    def devices(self) -> list[torch.device]:
-        dev = _module_device(self.energy_fn)
-        return [dev] if dev is not None else []
+    def tensors(self) -> list[torch.Tensor]:
+        t = _module_tensor(self.energy_fn)
+        return [t] if t is not None else []
 
 
 class LatentTarget(Target):
@@ -129,8 +137,8 @@ class LatentTarget(Target):
         self.energy_fn = energy
         self.temperature = temperature
 
-    def devices(self) -> list[torch.device]:
-        return [d for d in (_module_device(self.generator), _module_device(self.energy_fn)) if d is not None]
+    def tensors(self) -> list[torch.Tensor]:
+        return [t for t in (_module_tensor(self.generator), _module_tensor(self.energy_fn)) if t is not None]
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """G(z): latent samples (N, *latent) mapped to data space (N, *data), no grad."""
@@ -161,6 +169,8 @@ class Gaussian(Target):
     lower-triangular with positive diagonal for the correlated form (give one of the two).
     """
 
+    follows_input_dtype = True
+
     def __init__(self, mean: torch.Tensor, scale: torch.Tensor | float | None = None, *, scale_tril: torch.Tensor | None = None):
         mean = torch.as_tensor(mean)
         if mean.ndim != 1 or not mean.is_floating_point():
@@ -189,8 +199,8 @@ class Gaussian(Target):
             return self.scale_tril @ self.scale_tril.T
         return torch.diag(self.scale.square())
 
-    def devices(self) -> list[torch.device]:
-        return [self.mean.device]
+    def tensors(self) -> list[torch.Tensor]:
+        return [self.mean]
 
     def _check_x(self, x: torch.Tensor) -> None:
         if x.ndim != 2 or x.shape[1] != self.mean.shape[0]:
@@ -219,6 +229,8 @@ class GaussianMixture(Target):
     U(x) = -log Σ_k w_k N(x; μ_k, diag(σ_k²)), computed with logsumexp; means (K, d).
     """
 
+    follows_input_dtype = True
+
     def __init__(self, means: torch.Tensor, stds: torch.Tensor | float, weights: torch.Tensor | None = None):
         means = torch.as_tensor(means)
         if means.ndim != 2 or not means.is_floating_point():
@@ -238,8 +250,8 @@ class GaussianMixture(Target):
         self.stds = stds.contiguous()
         self.weights = weights / weights.sum()
 
-    def devices(self) -> list[torch.device]:
-        return [self.means.device]
+    def tensors(self) -> list[torch.Tensor]:
+        return [self.means]
 
     def _component_terms(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Per-component log-densities plus log-weights (N, K), residuals x − μ_k (N, K, d), σ (K, d)."""

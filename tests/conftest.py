@@ -12,15 +12,22 @@ import torch
 
 Z = 5.0
 
-# dtype -> (atol, rtol) for comparing two implementations of the same arithmetic.
+# dtype -> (atol, rtol) for one op, two implementations, noise included. The normals are float32
+# Box-Muller values on every backend; libm's logf/cosf and torch's vectorised log/cos differ by an
+# ulp or two, so a float64 result agrees only up to float32 ulps of the noise term.
 TOLERANCES = {
-    torch.float32: (1e-5, 1e-5),
+    torch.float32: (2e-6, 2e-6),
+    torch.float64: (1e-6, 1e-7),
+}
+# dtype -> (atol, rtol) without noise: the same operations in the same order.
+TOLERANCES_NO_NOISE = {
+    torch.float32: (1e-6, 1e-6),
     torch.float64: (1e-12, 1e-12),
 }
 
 
-def assert_close(actual: torch.Tensor, expected: torch.Tensor) -> None:
-    atol, rtol = TOLERANCES[expected.dtype]
+def assert_close(actual: torch.Tensor, expected: torch.Tensor, table: dict = TOLERANCES) -> None:
+    atol, rtol = table[expected.dtype]
     torch.testing.assert_close(actual, expected, atol=atol, rtol=rtol)
 
 

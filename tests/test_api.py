@@ -63,13 +63,39 @@ def test_event_shapes():
 # ----------------------------------------------------------------------- determinism
 
 
+@pytest.mark.parametrize("backend", ps.available_backends("cpu"))
 @pytest.mark.parametrize("sampler", SAMPLERS, ids=IDS)
-def test_determinism(sampler):
-    a = ps.sample(Energy(), x0(), sampler, 20, seed=5, backend="torch").x
-    b = ps.sample(Energy(), x0(), sampler, 20, seed=5, backend="torch").x
-    c = ps.sample(Energy(), x0(), sampler, 20, seed=6, backend="torch").x
+def test_determinism(sampler, backend):
+    a = ps.sample(Energy(), x0(), sampler, 20, seed=5, backend=backend).x
+    b = ps.sample(Energy(), x0(), sampler, 20, seed=5, backend=backend).x
+    c = ps.sample(Energy(), x0(), sampler, 20, seed=6, backend=backend).x
     assert torch.equal(a, b)
     assert not torch.equal(a, c)
+
+
+@pytest.mark.parametrize("backend", ps.available_backends("cpu"))
+def test_non_contiguous_x0_and_single_chain(backend):
+    base = x0(64, 2)
+    strided = torch.empty(2, 64).T  # (64, 2), column-major
+    strided.copy_(base)
+    assert not strided.is_contiguous()
+    for sampler in SAMPLERS:
+        a = ps.sample(Energy(), base, sampler, 5, seed=1, backend=backend).x
+        b = ps.sample(Energy(), strided, sampler, 5, seed=1, backend=backend).x
+        # same chains; the model's matmul may take another BLAS path on a strided input
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-6)
+        one = ps.sample(Energy(), base[:1], sampler, 5, seed=1, backend=backend)
+        assert one.x.shape == (1, 2) and one.accept_rate.shape == (1,)
+
+
+def test_progress_bar_and_callback(capsys):
+    seen = []
+    def callback(i, state, info):
+        seen.append((i, int(state.step)))
+
+    ps.sample(quadratic, x0(), ps.MALA(0.1), 4, burn_in=2, progress=True, callback=callback)
+    assert seen == [(i, i + 1) for i in range(6)]
+    assert "MALA" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("sampler", SAMPLERS, ids=IDS)
@@ -252,8 +278,10 @@ def test_bad_energy_shape():
 
 
 def test_bad_x0():
-    with pytest.raises(TypeError, match="x0 must have a floating dtype"):
+    with pytest.raises(TypeError, match="x0 must be float32 or float64; got torch.int64"):
         ps.sample(quadratic, torch.zeros(4, 2, dtype=torch.int64), ps.ULA(0.1), 1)
+    with pytest.raises(TypeError, match="x0 must be float32 or float64; got torch.float16"):
+        ps.sample(quadratic, torch.zeros(4, 2, dtype=torch.float16), ps.ULA(0.1), 1)
     with pytest.raises(TypeError, match="x0 must be a torch.Tensor"):
         ps.sample(quadratic, [[0.0, 1.0]], ps.ULA(0.1), 1)
     with pytest.raises(ValueError, match=r"x0 must have shape \(N, \*event\)"):
@@ -263,6 +291,13 @@ def test_bad_x0():
     bad[7, 1] = float("inf")
     with pytest.raises(ValueError, match=r"x0 must be finite; 2 chains have NaN or inf \(first: \[3, 7\]\)"):
         ps.sample(quadratic, bad, ps.ULA(0.1), 1)
+
+
+def test_dtype_mismatch_with_model():
+    with pytest.raises(ValueError, match="x0 is torch.float64 but the target's parameters are torch.float32"):
+        ps.sample(Energy(), x0(dtype=F64), ps.MALA(0.1), 1)
+    # analytic targets follow x0's dtype
+    assert ps.sample(ps.gmm25(dtype=torch.float32), x0(dtype=F64), ps.MALA(0.1), 2).x.dtype == F64
 
 
 def test_device_mismatch():

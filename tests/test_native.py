@@ -9,6 +9,7 @@ vectorised (SLEEF) log/cos, and the two differ by at most an ulp or two in the f
 So a float64 step agrees with the reference only up to float32 ulps of the noise term
 (times sqrt(2h) * noise_scale), and the table below is set accordingly; without noise
 (noise_scale=0) the arithmetic is the same and float64 is compared at float64 precision.
+The tables are in conftest.py.
 """
 
 from __future__ import annotations
@@ -16,23 +17,13 @@ from __future__ import annotations
 import pytest
 import torch
 
+from conftest import TOLERANCES_NO_NOISE, assert_close
 from pysampler import rng
 from pysampler.backends import native
 
 pytestmark = pytest.mark.skipif(
     not native.available(), reason=f"native extension pysampler._C not built: {native.load_error()}"
 )
-
-# dtype -> (atol, rtol) for native vs reference, noise included (see the module docstring).
-TOLERANCES = {
-    torch.float32: (2e-6, 2e-6),
-    torch.float64: (1e-6, 1e-7),
-}
-# dtype -> (atol, rtol) without noise: the same operations in the same order.
-TOLERANCES_NO_NOISE = {
-    torch.float32: (1e-6, 1e-6),
-    torch.float64: (1e-12, 1e-12),
-}
 
 KNOWN_ANSWER = (0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8)  # seed 0, offset 0
 
@@ -67,11 +58,6 @@ def _inputs(shape, dtype, seed=0):
     grad = torch.randn(shape, generator=g, dtype=dtype)
     step_size = torch.rand(shape[0], generator=g, dtype=dtype) * 0.2 + 1e-3
     return x, grad, step_size
-
-
-def _assert_close(actual, expected, table=TOLERANCES):
-    atol, rtol = table[expected.dtype]
-    torch.testing.assert_close(actual, expected, atol=atol, rtol=rtol)
 
 
 # --- the Philox stream ------------------------------------------------------------------------
@@ -139,7 +125,7 @@ def test_ula_step_matches_formula(shape, dtype):
     x0, g0, h0 = x.clone(), grad.clone(), step_size.clone()
     out = native.ula_step(x, grad, step_size, 0.7, _rng(seed, offset))
     assert out.shape == x.shape and out.dtype == dtype and out.is_contiguous()
-    _assert_close(out, _reference(x, grad, step_size, 0.7, seed, offset))
+    assert_close(out, _reference(x, grad, step_size, 0.7, seed, offset))
     # inputs untouched
     assert torch.equal(x, x0) and torch.equal(grad, g0) and torch.equal(step_size, h0)
 
@@ -150,7 +136,7 @@ def test_ula_step_without_noise_is_gradient_descent(shape, dtype):
     x, grad, step_size = _inputs(shape, dtype, seed=1)
     out = native.ula_step(x, grad, step_size, 0.0, _rng(3, 4))
     h = step_size.reshape(-1, *([1] * (x.dim() - 1)))
-    _assert_close(out, x - h * grad, TOLERANCES_NO_NOISE)
+    assert_close(out, x - h * grad, TOLERANCES_NO_NOISE)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
@@ -158,7 +144,7 @@ def test_ula_step_matches_pysampler_ops_reference(dtype):
     ops = pytest.importorskip("pysampler.ops")
     x, grad, step_size = _inputs((33, 4, 3), dtype, seed=2)
     r = _rng(99, 2**32 - 7)
-    _assert_close(native.ula_step(x, grad, step_size, 1.3, r), ops.ula_step(x, grad, step_size, 1.3, r))
+    assert_close(native.ula_step(x, grad, step_size, 1.3, r), ops.ula_step(x, grad, step_size, 1.3, r))
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
@@ -173,7 +159,7 @@ def test_ula_step_non_contiguous_inputs(dtype):
     rng_t = torch.tensor([11, -1, 2**32 - 30, -1], dtype=torch.int64)[::2]  # (2,), stride 2
     assert not (x.is_contiguous() or grad.is_contiguous() or step_size.is_contiguous() or rng_t.is_contiguous())
     out = native.ula_step(x, grad, step_size, 0.9, rng_t)
-    _assert_close(out, _reference(x, grad, step_size, 0.9, 11, 2**32 - 30))
+    assert_close(out, _reference(x, grad, step_size, 0.9, 11, 2**32 - 30))
     contiguous = native.ula_step(x.contiguous(), grad.contiguous(), step_size.contiguous(), 0.9, _rng(11, 2**32 - 30))
     assert torch.equal(out, contiguous)
 
@@ -182,7 +168,7 @@ def test_ula_step_channels_last_event():
     x, grad, step_size = _inputs((4, 3, 5, 6), torch.float32, seed=4)
     x_cl = x.to(memory_format=torch.channels_last)
     out = native.ula_step(x_cl, grad, step_size, 1.0, _rng(5, 6))
-    _assert_close(out, _reference(x, grad, step_size, 1.0, 5, 6))
+    assert_close(out, _reference(x, grad, step_size, 1.0, 5, 6))
 
 
 def test_ula_step_independent_of_thread_count():

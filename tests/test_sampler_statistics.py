@@ -68,11 +68,13 @@ CASES_10D = {
 }
 
 
+@pytest.mark.parametrize("backend", ps.available_backends("cpu"))
 @pytest.mark.parametrize("name", list(CASES_2D))
-def test_correlated_2d_gaussian(name):
+def test_correlated_2d_gaussian(name, backend):
     sampler, n_steps, cov = CASES_2D[name]
     x0 = overdispersed_start(8000, 2)
-    res = ps.sample(TARGET2, x0, sampler, n_steps, seed=11, backend="torch")
+    res = ps.sample(TARGET2, x0, sampler, n_steps, seed=11, backend=backend)
+    assert res.backend == backend
     assert_gaussian_moments(res.x, MEAN2, cov)
 
 

@@ -115,8 +115,10 @@ def per_chain_tensor(name: str, value: float | torch.Tensor, x: torch.Tensor) ->
 def check_x0(x0: Any) -> torch.Tensor:
     if not isinstance(x0, torch.Tensor):
         raise TypeError(f"x0 must be a torch.Tensor of shape (N, *event); got {type(x0).__name__}")
-    if not x0.is_floating_point():
-        raise TypeError(f"x0 must have a floating dtype (float32 or float64); got {x0.dtype}")
+    if x0.dtype not in (torch.float32, torch.float64):
+        # Half-precision storage with float32 arithmetic comes with the kernels that support it;
+        # the reference would do the arithmetic itself in half precision.
+        raise TypeError(f"x0 must be float32 or float64; got {x0.dtype} (use x0.float())")
     if x0.ndim < 2 or x0.shape[0] < 1:
         raise ValueError(
             f"x0 must have shape (N, *event) with N >= 1 chains and at least one event dimension; got {tuple(x0.shape)} "
