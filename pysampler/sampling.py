@@ -22,8 +22,7 @@ class SampleResult:
     x: (N, *event) final states; accept_rate: (N,) fraction of accepted post-burn-in steps
     (ones for ULA and kinetic Langevin); trace: (n_steps // thin, N, *event) recorded states
     or None; backend: the backend that ran ("torch", "cpp", ...); state: the final sampler
-    state (``state.state_dict()`` saves it; step it further to continue the same chains);
-    step_size: (N,) the step sizes used after burn-in (adapted when adaptation was on).
+    state (``state.state_dict()`` saves it; step it further to continue the same chains).
     """
 
     x: torch.Tensor
@@ -31,7 +30,11 @@ class SampleResult:
     trace: torch.Tensor | None
     backend: str
     state: State
-    step_size: torch.Tensor
+
+    @property
+    def step_size(self) -> torch.Tensor:
+        """(N,) the step sizes used after burn-in (adapted when adaptation was on)."""
+        return self.state.step_size
 
 
 def _check_count(name: str, value, minimum: int) -> int:
@@ -105,5 +108,4 @@ def sample(
         trace=torch.stack(trace) if record and trace else (state.x.new_empty((0, *state.x.shape)) if record else None),
         backend=state.backend.name,
         state=state,
-        step_size=state.step_size,
     )

@@ -35,9 +35,6 @@ class Target:
     gradient override it.
     """
 
-    #: coefficient of an analytic standard-normal term ½·w·|x|² in U that a fused step
-    #: kernel may add in-kernel (LatentTarget: 1). Included in potential() and grad.
-    prior_weight: float = 0.0
     #: analytic targets cast their parameters to x's dtype; nn.Module energies do not
     follows_input_dtype: bool = False
 
@@ -119,8 +116,6 @@ class LatentTarget(Target):
     The prior term and its gradient z are computed in closed form; only E∘G goes through
     autograd. ``decode(z)`` returns G(z), the sample in data space.
     """
-
-    prior_weight = 1.0
 
     def __init__(self, generator: Callable[[torch.Tensor], torch.Tensor], energy: EnergyFn, temperature: float = 1.0):
         if not callable(generator):
