@@ -31,17 +31,18 @@ __all__ = [
 ]
 
 
+# Philox counters each draw consumes: one per element of the state, or one per chain.
+_PER_ELEMENT = frozenset({"ula_step", "kinetic_oba", "kinetic_bo", "momentum"})
+_PER_CHAIN = frozenset({"mala_accept", "hmc_accept"})
+
+
 def counters(op: str, x: torch.Tensor) -> int:
     """Number of Philox counters ``op`` consumes for a state like ``x`` (N, *event)."""
-    n, numel = x.shape[0], x.numel()
-    return {
-        "ula_step": numel,
-        "mala_accept": n,
-        "kinetic_oba": numel,
-        "kinetic_bo": numel,
-        "momentum": numel,
-        "hmc_accept": n,
-    }[op]
+    if op in _PER_ELEMENT:
+        return x.numel()
+    if op in _PER_CHAIN:
+        return x.shape[0]
+    raise KeyError(f"unknown step op {op!r}")
 
 
 def _seed_offset(rng: torch.Tensor) -> tuple[int, int]:

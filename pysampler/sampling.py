@@ -97,7 +97,8 @@ def sample(
             else:
                 accepted += info.accepted
                 if record and (i - burn_in + 1) % thin == 0:
-                    trace.append(state.x.detach().clone() if not create_graph else state.x)
+                    # steps are pure (each returns new tensors), so no copy is needed
+                    trace.append(state.x if create_graph else state.x.detach())
             if callback is not None:
                 callback(i, state, info)
             bar.update(1)

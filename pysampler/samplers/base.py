@@ -48,14 +48,6 @@ class State:
     backend: Backend | None = field(default=None, repr=False, compare=False)
     create_graph: bool = field(default=False, repr=False, compare=False)
 
-    @property
-    def seed(self) -> int:
-        return int(self.rng[0])
-
-    @property
-    def offset(self) -> int:
-        return int(self.rng[1])
-
     def state_dict(self) -> dict[str, torch.Tensor]:
         """The tensors of the state (detached), for ``torch.save``; resume with ``sampler.load_state``."""
         return {k: getattr(self, k).detach().clone() for k in _SAVED if getattr(self, k) is not None}
@@ -234,16 +226,15 @@ class Sampler:
         """For ULA / kinetic Langevin: catch chains that turned non-finite, raise or freeze them."""
         tensors = [new.x, new.energy, new.grad] + ([new.v] if new.v is not None else [])
         bad = nonfinite_chains(*tensors) & ~state.frozen
-        if bool(bad.any()):
-            if self.on_nonfinite == "raise":
+        frozen = state.frozen | bad
+        if bool(frozen.any()):  # the one host sync per step; nothing more when all chains are fine
+            if self.on_nonfinite == "raise":  # then nothing was frozen before: the new ones are `bad`
                 idx = bad.nonzero()[:, 0].tolist()
                 shown = ", ".join(map(str, idx[:10])) + (", ..." if len(idx) > 10 else "")
                 raise FloatingPointError(
                     f"{self.name}: {len(idx)} chain(s) became non-finite at step {int(state.step) + 1} "
                     f"(chains {shown}); lower step_size, or pass on_nonfinite='freeze' to stop those chains instead"
                 )
-        frozen = state.frozen | bad
-        if bool(frozen.any()):
             keep = {}
             for name in ("x", "energy", "grad", "v"):
                 old, cur = getattr(state, name), getattr(new, name)
