@@ -42,7 +42,9 @@ import math
 import torch
 
 from . import rng
-from .ops import per_chain
+from .backends import resolve
+from .ops import compute_dtype as _compute_dtype
+from .ops import posterior_sample_reference, q_sample_reference
 
 __all__ = [
     "VPSchedule",
@@ -50,14 +52,6 @@ __all__ = [
     "posterior_sample_reference",
     "q_sample_reference",
 ]
-
-_HALF_DTYPES = (torch.float16, torch.bfloat16)
-
-
-def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    """Arithmetic dtype for a storage dtype: float32 for half types, else the dtype itself."""
-    return torch.float32 if dtype in _HALF_DTYPES else dtype
-
 
 class VPSchedule:
     """Discretised VP-SDE noise schedule with ``T = n_steps`` steps (eq. 6.14-6.15).
@@ -160,6 +154,7 @@ class VPSchedule:
         *,
         seed: int = 0,
         offset: int = 0,
+        backend: str = "auto",
     ) -> torch.Tensor:
         """Draw ``x_t ~ q(x_t | x_0) = N(sqrt(abar_t) x_0, (1 - abar_t) I)`` (eq. 2.46).
 
@@ -170,6 +165,8 @@ class VPSchedule:
             for every sample.
         noise : optional (N, *event) standard-normal noise; by default
             ``rng.normal(seed, offset, x0.shape)`` (``x0.numel()`` counters from ``offset``).
+        backend : where the fused noising runs when ``noise`` is None ("auto": the fastest for
+            x0's device; see ``pysampler.available_backends``).
 
         Returns
         -------
@@ -177,18 +174,19 @@ class VPSchedule:
         """
         _check_x(x0, "x0")
         t_idx = _check_t(t, x0, self._n_steps)
-        cdt = _compute_dtype(x0.dtype)
         if noise is None:
-            noise = rng.normal(seed, offset, x0.shape, cdt, x0.device)
-        else:
-            if not isinstance(noise, torch.Tensor):
-                raise TypeError(f"noise must be a torch.Tensor shaped like x0; got {type(noise).__name__}")
-            if noise.shape != x0.shape:
-                raise ValueError(f"noise must have the shape of x0 {tuple(x0.shape)}; got {tuple(noise.shape)}")
-            if not noise.dtype.is_floating_point:
-                raise ValueError(f"noise must be a floating tensor; got {noise.dtype}")
-            if noise.device != x0.device:
-                raise ValueError(f"noise must be on x0's device {x0.device}; got {noise.device}")
+            return resolve(backend, x0.device).q_sample(
+                x0, t_idx, _table(self.sqrt_alphas_cumprod, x0), _table(self.sqrt_one_minus_alphas_cumprod, x0),
+                _rng_tensor(seed, offset, x0),
+            )
+        if not isinstance(noise, torch.Tensor):
+            raise TypeError(f"noise must be a torch.Tensor shaped like x0; got {type(noise).__name__}")
+        if noise.shape != x0.shape:
+            raise ValueError(f"noise must have the shape of x0 {tuple(x0.shape)}; got {tuple(noise.shape)}")
+        if not noise.dtype.is_floating_point:
+            raise ValueError(f"noise must be a floating tensor; got {noise.dtype}")
+        if noise.device != x0.device:
+            raise ValueError(f"noise must be on x0's device {x0.device}; got {noise.device}")
         sqrt_ab = _gather(self.sqrt_alphas_cumprod, t_idx, x0)
         sqrt_1mab = _gather(self.sqrt_one_minus_alphas_cumprod, t_idx, x0)
         return q_sample_reference(x0, sqrt_ab, sqrt_1mab, noise)
@@ -235,41 +233,18 @@ def _gather(coef: torch.Tensor, t_idx: torch.Tensor, x0: torch.Tensor) -> torch.
     return coef.to(device=x0.device)[t_idx].to(_compute_dtype(x0.dtype))
 
 
-def q_sample_reference(
-    x0: torch.Tensor, sqrt_ab: torch.Tensor, sqrt_1mab: torch.Tensor, noise: torch.Tensor
-) -> torch.Tensor:
-    """Elementwise core of q_sample: ``sqrt_ab * x0 + sqrt_1mab * noise``.
-
-    x0, noise: (N, *event); sqrt_ab, sqrt_1mab: (N,) per-sample coefficients broadcast over the
-    event dims. Arithmetic in float32 for float16/bfloat16 inputs (else in x0's dtype); the result
-    has x0's dtype. Kernels reproduce this order of operations.
-    """
-    cdt = _compute_dtype(x0.dtype)
-    x = x0.to(cdt)
-    out = per_chain(sqrt_ab.to(cdt), x) * x + per_chain(sqrt_1mab.to(cdt), x) * noise.to(cdt)
-    return out.to(x0.dtype)
+def _table(coef: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+    """A (T,) schedule table in x0's compute dtype on x0's device (the kernels gather from it)."""
+    return coef.to(device=x0.device, dtype=_compute_dtype(x0.dtype))
 
 
-def posterior_sample_reference(
-    x0: torch.Tensor,
-    xt: torch.Tensor,
-    coef_x0: torch.Tensor,
-    coef_xt: torch.Tensor,
-    std: torch.Tensor,
-    noise: torch.Tensor,
-) -> torch.Tensor:
-    """Elementwise core of posterior_sample: ``(coef_x0 * x0 + coef_xt * xt) + std * noise``.
-
-    x0, xt, noise: (N, *event); coef_x0, coef_xt, std: (N,) per-sample coefficients broadcast
-    over the event dims. Arithmetic in float32 for float16/bfloat16 inputs (else in x0's dtype);
-    the result has x0's dtype. Kernels reproduce this order of operations.
-    """
-    cdt = _compute_dtype(x0.dtype)
-    a = x0.to(cdt)
-    b = xt.to(cdt)
-    mean = per_chain(coef_x0.to(cdt), a) * a + per_chain(coef_xt.to(cdt), a) * b
-    out = mean + per_chain(std.to(cdt), a) * noise.to(cdt)
-    return out.to(x0.dtype)
+def _rng_tensor(seed: int, offset: int, x0: torch.Tensor) -> torch.Tensor:
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**64:
+        raise ValueError(f"seed must be an int in [0, 2**64); got {seed!r}")
+    if isinstance(offset, bool) or not isinstance(offset, int) or not 0 <= offset < 2**63:
+        raise ValueError(f"offset must be an int in [0, 2**63); got {offset!r}")
+    # int64 holds the seed's bit pattern (two's complement); every backend reads it as 64 bits.
+    return torch.tensor([seed - 2**64 if seed >= 2**63 else seed, offset], dtype=torch.int64, device=x0.device)
 
 
 def posterior_sample(
@@ -279,6 +254,8 @@ def posterior_sample(
     t: torch.Tensor | int,
     seed: int = 0,
     offset: int = 0,
+    *,
+    backend: str = "auto",
 ) -> torch.Tensor:
     """Draw ``x_{t-1} ~ q(x_{t-1} | x_t, x_0)`` (eq. 2.50-2.51); DDGAN's ``sample_posterior``.
 
@@ -292,6 +269,7 @@ def posterior_sample(
     seed, offset : Philox key and first counter; the noise is
         ``rng.normal(seed, offset, x0.shape)`` (float32, cast to float64 for float64 inputs) and
         consumes ``x0.numel()`` counters.
+    backend : where the fused step runs ("auto": the fastest for x0's device).
 
     Returns
     -------
@@ -314,12 +292,8 @@ def posterior_sample(
     if xt.device != x0.device:
         raise ValueError(f"xt must be on x0's device {x0.device}; got {xt.device}")
     t_idx = _check_t(t, x0, sched.n_steps)
-    noise = rng.normal(seed, offset, x0.shape, _compute_dtype(x0.dtype), x0.device)
-    return posterior_sample_reference(
-        x0,
-        xt,
-        _gather(sched.posterior_mean_coef_x0, t_idx, x0),
-        _gather(sched.posterior_mean_coef_xt, t_idx, x0),
-        _gather(sched.posterior_std, t_idx, x0),
-        noise,
+    return resolve(backend, x0.device).posterior_sample(
+        x0, xt, t_idx,
+        _table(sched.posterior_mean_coef_x0, x0), _table(sched.posterior_mean_coef_xt, x0), _table(sched.posterior_std, x0),
+        _rng_tensor(seed, offset, x0),
     )

@@ -7,6 +7,8 @@ fallback when no faster implementation exists.
 
 Conventions:
     x, v, p, grad: (N, *event); energies: (N,); step_size, friction: (N,) per chain.
+    float32 and float64 compute in their own precision; float16 / bfloat16 inputs are storage
+    only: the arithmetic runs in float32 and results are cast back (:func:`compute_dtype`).
     rng: int64 tensor (2,) = (seed, offset). An op's i-th normal (row-major flat index)
     is ``rng.normal(seed, offset + i)``; an op that also draws one uniform per chain takes
     them at ``offset + numel + n``. Callers advance the offset by what each op consumes
@@ -20,6 +22,7 @@ import torch
 from . import rng as _rng
 
 __all__ = [
+    "compute_dtype",
     "counters",
     "ula_step",
     "mala_accept",
@@ -28,11 +31,16 @@ __all__ = [
     "leapfrog_kick_drift",
     "kick",
     "hmc_accept",
+    "momentum",
+    "q_sample",
+    "posterior_sample",
+    "q_sample_reference",
+    "posterior_sample_reference",
 ]
 
 
 # Philox counters each draw consumes: one per element of the state, or one per chain.
-_PER_ELEMENT = frozenset({"ula_step", "kinetic_oba", "kinetic_bo", "momentum"})
+_PER_ELEMENT = frozenset({"ula_step", "kinetic_oba", "kinetic_bo", "momentum", "q_sample", "posterior_sample"})
 _PER_CHAIN = frozenset({"mala_accept", "hmc_accept"})
 
 
@@ -45,14 +53,24 @@ def counters(op: str, x: torch.Tensor) -> int:
     raise KeyError(f"unknown step op {op!r}")
 
 
+HALF_DTYPES = (torch.float16, torch.bfloat16)
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Arithmetic dtype for a storage dtype: float32 for float16 / bfloat16, else the dtype itself."""
+    return torch.float32 if dtype in HALF_DTYPES else dtype
+
+
 def _seed_offset(rng: torch.Tensor) -> tuple[int, int]:
+    # The int64 seed holds the key's 64 bits (seeds >= 2**63 are stored negative).
     seed, offset = rng.tolist()
-    return int(seed), int(offset)
+    return int(seed) % 2**64, int(offset)
 
 
-def _noise(rng: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+def _noise(rng: torch.Tensor, like: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Normals shaped like ``like`` (in ``dtype``, default like's) at counters offset, offset + 1, ..."""
     seed, offset = _seed_offset(rng)
-    return _rng.normal(seed, offset, like.shape, like.dtype, like.device)
+    return _rng.normal(seed, offset, like.shape, like.dtype if dtype is None else dtype, like.device)
 
 
 def _uniform(rng: torch.Tensor, n: int, device: torch.device) -> torch.Tensor:
@@ -70,13 +88,29 @@ def momentum(rng: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return _noise(rng, like)
 
 
-def ula_step(x: torch.Tensor, grad: torch.Tensor, step_size: torch.Tensor, noise_scale: float, rng: torch.Tensor) -> torch.Tensor:
-    """x' = x - h∇U(x) + √(2h)·noise_scale·ξ (unadjusted Langevin; noise_scale=0: gradient flow)."""
-    h = per_chain(step_size, x)
-    out = x - h * grad
+def _up(like: torch.Tensor, *tensors: torch.Tensor) -> list[torch.Tensor]:
+    """``tensors`` in the compute dtype of ``like`` (no copy when it already is)."""
+    cdt = compute_dtype(like.dtype)
+    return [t.to(cdt) for t in tensors]
+
+
+def ula_step(
+    x: torch.Tensor, grad: torch.Tensor, step_size: torch.Tensor, noise_scale: float, rng: torch.Tensor,
+    prior_weight: float = 0.0,
+) -> torch.Tensor:
+    """x' = x − h(∇U(x) + w·x) + √(2h)·noise_scale·ξ (unadjusted Langevin; noise_scale=0: gradient flow).
+
+    ``prior_weight`` w adds the gradient of a standard-normal prior w·½|x|² (a latent target's
+    prior, LatentTarget) to ``grad`` inside the step, so ``grad`` need only hold the rest.
+    """
+    xc, g, step = _up(x, x, grad, step_size)
+    h = per_chain(step, xc)
+    if prior_weight != 0.0:
+        g = g + prior_weight * xc
+    out = xc - h * g
     if noise_scale != 0.0:
-        out = out + torch.sqrt(2.0 * h) * noise_scale * _noise(rng, x)
-    return out
+        out = out + torch.sqrt(2.0 * h) * noise_scale * _noise(rng, xc)
+    return out.to(x.dtype)
 
 
 def _sq_norm(v: torch.Tensor) -> torch.Tensor:
@@ -109,13 +143,14 @@ def mala_accept(
     A non-finite proposal is rejected. Uniform for chain n at counter offset + n.
     Returns (x, energy, grad, accept_prob, accepted).
     """
-    h = per_chain(step_size, x)
-    diff = (y - x).flatten(1)
-    fwd = _sq_norm(torch.addcmul(diff, h.flatten(1), grad.flatten(1)))  # |y − x + h∇U(x)|²
-    bwd = _sq_norm(torch.addcmul(-diff, h.flatten(1), grad_y.flatten(1)))  # |x − y + h∇U(y)|²
+    xc, yc, gx, gy, step, ex, ey = _up(x, x, y, grad, grad_y, step_size, energy, energy_y)
+    h = per_chain(step, xc).flatten(1)
+    diff = (yc - xc).flatten(1)
+    fwd = _sq_norm(torch.addcmul(diff, h, gx.flatten(1)))  # |y − x + h∇U(x)|²
+    bwd = _sq_norm(torch.addcmul(-diff, h, gy.flatten(1)))  # |x − y + h∇U(y)|²
     # A non-finite y or ∇U(y) makes fwd or bwd inf/NaN, hence log α non-finite: _mh_select
     # rejects it without a separate pass over the proposal.
-    log_alpha = energy - energy_y - (bwd - fwd) / (4.0 * step_size)
+    log_alpha = ex - ey - (bwd - fwd) / (4.0 * step)
     return _mh_select(log_alpha, rng, (x, energy, grad), (y, energy_y, grad_y))
 
 
@@ -130,31 +165,35 @@ def kinetic_oba(
     step_size: torch.Tensor, friction: torch.Tensor, rng: torch.Tensor,
 ):
     """First half of an OBABO step: O(h/2), B(h/2), A(h). Returns (x', v')."""
-    decay, noise_std = _ou_coefficients(step_size, friction, v)
-    h = per_chain(step_size, x)
-    v = decay * v + noise_std * _noise(rng, v)
-    v = v - 0.5 * h * grad
-    return x + h * v, v
+    xc, vc, g, step, gamma = _up(x, x, v, grad, step_size, friction)
+    decay, noise_std = _ou_coefficients(step, gamma, vc)
+    h = per_chain(step, xc)
+    vc = decay * vc + noise_std * _noise(rng, vc)
+    vc = vc - 0.5 * h * g
+    return (xc + h * vc).to(x.dtype), vc.to(v.dtype)
 
 
 def kinetic_bo(
     v: torch.Tensor, grad: torch.Tensor, step_size: torch.Tensor, friction: torch.Tensor, rng: torch.Tensor
 ) -> torch.Tensor:
     """Second half of an OBABO step, after the gradient at the new x: B(h/2), O(h/2). Returns v'."""
-    decay, noise_std = _ou_coefficients(step_size, friction, v)
-    v = v - 0.5 * per_chain(step_size, v) * grad
-    return decay * v + noise_std * _noise(rng, v)
+    vc, g, step, gamma = _up(v, v, grad, step_size, friction)
+    decay, noise_std = _ou_coefficients(step, gamma, vc)
+    vc = vc - 0.5 * per_chain(step, vc) * g
+    return (decay * vc + noise_std * _noise(rng, vc)).to(v.dtype)
 
 
 def leapfrog_kick_drift(x: torch.Tensor, p: torch.Tensor, grad: torch.Tensor, kick_size: torch.Tensor, step_size: torch.Tensor):
     """p ← p − k∇U(x); x ← x + h p (k = h/2 on the first leapfrog step, h after). Returns (x, p)."""
-    p = p - per_chain(kick_size, p) * grad
-    return x + per_chain(step_size, x) * p, p
+    xc, pc, g, k, step = _up(x, x, p, grad, kick_size, step_size)
+    pc = pc - per_chain(k, pc) * g
+    return (xc + per_chain(step, xc) * pc).to(x.dtype), pc.to(p.dtype)
 
 
 def kick(p: torch.Tensor, grad: torch.Tensor, kick_size: torch.Tensor) -> torch.Tensor:
     """p ← p − k∇U(x) (the closing half kick of a leapfrog trajectory)."""
-    return p - per_chain(kick_size, p) * grad
+    pc, g, k = _up(p, p, grad, kick_size)
+    return (pc - per_chain(k, pc) * g).to(p.dtype)
 
 
 def hmc_accept(
@@ -168,10 +207,79 @@ def hmc_accept(
     and cached gradient. Uniform for chain n at counter offset + n.
     Returns (x, energy, grad, accept_prob, accepted).
     """
-    h0 = energy + 0.5 * _sq_norm(p0.flatten(1))
-    h1 = energy_y + 0.5 * _sq_norm(p.flatten(1))
+    p0c, pc, ex, ey = _up(x, p0, p, energy, energy_y)
+    h0 = ex + 0.5 * _sq_norm(p0c.flatten(1))
+    h1 = ey + 0.5 * _sq_norm(pc.flatten(1))
     # ∇U(y) enters p through the last kick, so a non-finite gradient makes H non-finite; y itself
     # does not enter H, so check it (an energy may stay finite at an infinite position).
     finite = torch.isfinite(y.flatten(1)).all(1)
     log_alpha = torch.where(finite, h0 - h1, torch.full_like(h0, -torch.inf))
     return _mh_select(log_alpha, rng, (x, energy, grad), (y, energy_y, grad_y))
+
+
+# ---------------------------------------------------------------------------------- diffusion
+# Elementwise cores of DDPM / DDGAN noising and posterior sampling (formulas: pysampler.diffusion).
+
+
+def q_sample_reference(
+    x0: torch.Tensor, sqrt_ab: torch.Tensor, sqrt_1mab: torch.Tensor, noise: torch.Tensor
+) -> torch.Tensor:
+    """Elementwise core of q_sample: ``sqrt_ab * x0 + sqrt_1mab * noise``.
+
+    x0, noise: (N, *event); sqrt_ab, sqrt_1mab: (N,) per-sample coefficients broadcast over the
+    event dims. Arithmetic in :func:`compute_dtype` of x0; the result has x0's dtype. Kernels
+    reproduce this order of operations.
+    """
+    cdt = compute_dtype(x0.dtype)
+    x = x0.to(cdt)
+    out = per_chain(sqrt_ab.to(cdt), x) * x + per_chain(sqrt_1mab.to(cdt), x) * noise.to(cdt)
+    return out.to(x0.dtype)
+
+
+def posterior_sample_reference(
+    x0: torch.Tensor,
+    xt: torch.Tensor,
+    coef_x0: torch.Tensor,
+    coef_xt: torch.Tensor,
+    std: torch.Tensor,
+    noise: torch.Tensor,
+) -> torch.Tensor:
+    """Elementwise core of posterior_sample: ``(coef_x0 * x0 + coef_xt * xt) + std * noise``.
+
+    x0, xt, noise: (N, *event); coef_x0, coef_xt, std: (N,) per-sample coefficients broadcast
+    over the event dims. Arithmetic in :func:`compute_dtype` of x0; the result has x0's dtype.
+    Kernels reproduce this order of operations.
+    """
+    cdt = compute_dtype(x0.dtype)
+    a = x0.to(cdt)
+    b = xt.to(cdt)
+    mean = per_chain(coef_x0.to(cdt), a) * a + per_chain(coef_xt.to(cdt), a) * b
+    out = mean + per_chain(std.to(cdt), a) * noise.to(cdt)
+    return out.to(x0.dtype)
+
+
+def q_sample(
+    x0: torch.Tensor, t_index: torch.Tensor, sqrt_ab: torch.Tensor, sqrt_1mab: torch.Tensor, rng: torch.Tensor
+) -> torch.Tensor:
+    """x_t ~ q(x_t | x_0) with a per-sample step: the op behind ``VPSchedule.q_sample``.
+
+    x0: (N, *event); t_index: (N,) int64 0-based step index (t − 1); sqrt_ab, sqrt_1mab: (T,)
+    schedule tables, gathered per sample. Noise: normal i at counter offset + i.
+    """
+    cdt = compute_dtype(x0.dtype)
+    return q_sample_reference(x0, sqrt_ab[t_index], sqrt_1mab[t_index], _noise(rng, x0, cdt))
+
+
+def posterior_sample(
+    x0: torch.Tensor, xt: torch.Tensor, t_index: torch.Tensor,
+    coef_x0: torch.Tensor, coef_xt: torch.Tensor, std: torch.Tensor, rng: torch.Tensor,
+) -> torch.Tensor:
+    """x_{t−1} ~ q(x_{t−1} | x_t, x_0) with a per-sample step: the op behind ``diffusion.posterior_sample``.
+
+    x0, xt: (N, *event); t_index: (N,) int64 0-based step index (t − 1); coef_x0, coef_xt, std:
+    (T,) schedule tables, gathered per sample. Noise: normal i at counter offset + i.
+    """
+    cdt = compute_dtype(x0.dtype)
+    return posterior_sample_reference(
+        x0, xt, coef_x0[t_index], coef_xt[t_index], std[t_index], _noise(rng, x0, cdt)
+    )
