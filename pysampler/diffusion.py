@@ -41,7 +41,6 @@ import math
 
 import torch
 
-from . import rng
 from .backends import resolve
 from .ops import compute_dtype as _compute_dtype
 from .ops import posterior_sample_reference, q_sample_reference

@@ -9,6 +9,7 @@ reference ops carry autograd).
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,11 +18,13 @@ import torch
 
 from .. import ops as reference_ops
 from . import native
+from . import triton as triton_backend
 
 __all__ = ["Backend", "available_backends", "resolve"]
 
-# Preference order of backend="auto", fastest first. Later backends (triton, cuda) slot in here.
-_PREFERENCE = ("cpp", "torch")
+# Preference order of backend="auto" per device type, fastest first. Triton runs on the CPU only
+# in its interpreter (for tests), so "auto" never picks it there.
+_PREFERENCE = {"cpu": ("cpp", "torch"), "cuda": ("triton", "torch")}
 
 
 @dataclass(frozen=True)
@@ -42,17 +45,35 @@ class Backend:
 TORCH = Backend("torch", differentiable=True)
 
 
-def _native_backend() -> Backend:
-    return Backend("cpp", {"ula_step": native.ula_step})
+_BUILDERS: dict[str, Callable[[], dict[str, Callable]]] = {
+    "cpp": lambda: {"ula_step": native.ula_step},
+    "triton": triton_backend.overrides,
+}
+
+
+@functools.cache
+def _backend(name: str) -> Backend:
+    return Backend(name, _BUILDERS[name]())
 
 
 def available_backends(device: torch.device | str = "cpu") -> list[str]:
-    """Names of the backends that can run on ``device``: "torch" always; "cpp" on CPU when built."""
+    """Names of the backends that can run on ``device``.
+
+    "torch" always; "cpp" on CPU when the native extension is built; "triton" on CUDA when Triton
+    is installed (and on CPU under TRITON_INTERPRET=1, Triton's interpreter, for testing).
+    """
     device = torch.device(device)
     names = ["torch"]
     if device.type == "cpu" and native.available():
         names.append("cpp")
+    if triton_backend.available(device):
+        names.append("triton")
     return names
+
+
+def _why_missing(backend: str) -> str:
+    error = {"cpp": native.load_error(), "triton": triton_backend.load_error()}.get(backend)
+    return f" ({error})" if error else ""
 
 
 _warned_missing_native = False
@@ -85,12 +106,13 @@ def resolve(backend: str, device: torch.device | str, differentiable: bool = Fal
             _warn_missing_native_once()
         if differentiable:
             return TORCH
-        backend = next(name for name in _PREFERENCE if name in present)
+        backend = next(name for name in _PREFERENCE.get(device.type, ()) + ("torch",) if name in present)
     if backend not in present:
-        why = f" ({native.load_error()})" if backend == "cpp" and native.load_error() else ""
-        raise ValueError(f"backend {backend!r} is not available on {device}{why}; available there: {present} (or 'auto')")
+        raise ValueError(
+            f"backend {backend!r} is not available on {device}{_why_missing(backend)}; available there: {present} (or 'auto')"
+        )
     if backend == "torch":
         return TORCH
     if differentiable:
         raise ValueError(f"backend {backend!r} has no autograd support; use backend='torch' (or 'auto') with create_graph=True")
-    return _native_backend()
+    return _backend(backend)

@@ -1,0 +1,214 @@
+"""What every Triton kernel family shares: launch shapes, compute dtypes, the MH test, checks.
+
+Layout of every kernel: a state x (N, *event) is a contiguous (N, D) matrix, D = prod(event).
+
+* Elementwise kernels (a step's update) walk the flat index i in blocks of ``BLOCK``; element i
+  belongs to chain ``i // D`` (per-chain step sizes are gathered from an (N,) tensor) and takes
+  its normal from the Philox stream at counter ``offset + i``, exactly as the reference
+  (:mod:`pysampler.ops`).
+* Per-chain kernels (a Metropolis-Hastings test) give each program ``BLOCK_N`` chains and walk
+  their rows in ``BLOCK_D`` columns: one pass reduces (log-density ratio, kinetic energy), the MH
+  test runs on the (BLOCK_N,) results, and a second pass copies the accepted or kept rows.
+
+The random key and counter are read from the state's ``rng`` tensor (int64 (2,) = seed, offset)
+inside the kernel, so a step launches without a host sync and can be replayed in a CUDA graph.
+
+Arithmetic runs in float32 for float16 / bfloat16 / float32 storage and in float64 for float64
+(``F64``); results are stored in the storage dtype.
+
+Interpreter: with ``TRITON_INTERPRET=1`` (read when ``@triton.jit`` runs, i.e. when this package is
+imported) the kernels run on CPU tensors through Triton's interpreter, which costs per program:
+launches there use one large block per program.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+__all__ = [
+    "INTERPRETED",
+    "elementwise_grid",
+    "row_tiles",
+    "check_state",
+    "check_per_chain",
+    "check_rng",
+    "contiguous",
+    "accept_outputs",
+]
+
+
+@triton.jit
+def _probe():
+    pass
+
+
+#: True when the kernels were compiled for Triton's CPU interpreter (TRITON_INTERPRET=1 at import).
+INTERPRETED: bool = type(_probe).__name__ == "InterpretedFunction"
+
+# Launch shapes. On a GPU: 1024-element blocks over 4 warps for the elementwise steps (8 elements
+# per thread: enough independent Philox work in flight to cover memory latency), and 2048-element
+# row tiles for the per-chain kernels. These are untuned defaults (bench/test_step_kernels.py
+# measures them). In the interpreter every program costs ~1 ms of Python overhead, so one program
+# takes as much as fits in a 64k-element block.
+_GPU_BLOCK = 1024
+_GPU_TILE = 2048
+_GPU_WARPS = 4
+_INTERPRETER_BLOCK = 1 << 16
+
+
+def elementwise_grid(numel: int) -> tuple[tuple[int], dict]:
+    """(grid, launch meta) for an elementwise kernel over ``numel`` elements."""
+    if INTERPRETED:
+        block = min(_INTERPRETER_BLOCK, triton.next_power_of_2(max(numel, 1)))
+        meta = {"BLOCK": block}
+    else:
+        block = _GPU_BLOCK
+        meta = {"BLOCK": block, "num_warps": _GPU_WARPS}
+    # WIDE: 64-bit flat indices only when 32 bits could overflow (int64 division is slow on GPUs).
+    meta["WIDE"] = numel + block >= 2**31
+    return (triton.cdiv(numel, block),), meta
+
+
+def row_tiles(n_rows: int, row_len: int) -> tuple[tuple[int], dict]:
+    """(grid, launch meta) for a per-chain kernel: BLOCK_N rows of BLOCK_D columns per program."""
+    tile = _INTERPRETER_BLOCK if INTERPRETED else _GPU_TILE
+    block_d = min(triton.next_power_of_2(max(row_len, 1)), tile)
+    block_n = max(1, min(triton.next_power_of_2(n_rows), tile // block_d))
+    meta = {"BLOCK_N": block_n, "BLOCK_D": block_d}
+    if not INTERPRETED:
+        meta["num_warps"] = _GPU_WARPS
+    return (triton.cdiv(n_rows, block_n),), meta
+
+
+# ------------------------------------------------------------------------------ device helpers
+
+
+@triton.jit
+def flat_index(BLOCK: tl.constexpr, WIDE: tl.constexpr):
+    """This program's block of flat element indices (int64 when WIDE, else int32)."""
+    if WIDE:
+        return tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK).to(tl.int64)
+    else:
+        return tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+
+
+@triton.jit
+def to_compute(v, F64: tl.constexpr):
+    """Cast a loaded block to the arithmetic dtype: float64 when F64, else float32."""
+    if F64:
+        return v.to(tl.float64)
+    else:
+        return v.to(tl.float32)
+
+
+@triton.jit
+def load_rng(rng_ptr):
+    """(seed, offset) from the state's int64 rng tensor; the seed's 64 bits are the Philox key."""
+    return tl.load(rng_ptr), tl.load(rng_ptr + 1)
+
+
+@triton.jit
+def normal(seed, offset, idx):
+    """The reference stream's normal for flat element ``idx``: counter ``offset + idx``."""
+    return tl.randn(seed, offset + idx.to(tl.int64))
+
+
+@triton.jit
+def expm1(x):
+    """exp(x) − 1 without cancellation for small |x| (Kahan's trick: (u − 1)·x / log u, u = eˣ)."""
+    u = tl.exp(x)
+    um1 = u - 1.0
+    return tl.where(u == 1.0, x, tl.where(um1 == -1.0, -1.0, um1 * x / tl.log(u)))
+
+
+@triton.jit
+def ou_coefficients(h, gamma):
+    """Exact Ornstein-Uhlenbeck half step v ← a·v + b·ξ for friction γ and step h: a = e^{−γh/2}, b = √(1 − e^{−γh})."""
+    gh = gamma * h
+    return tl.exp(-0.5 * gh), tl.sqrt(-expm1(-gh))
+
+
+@triton.jit
+def mh_test(log_alpha, seed, offset, rows):
+    """Metropolis-Hastings on (BLOCK_N,) log α: accept where u < min(1, α), u = uniform at counter offset + row.
+
+    A non-finite log α (NaN or ±inf from a blown-up proposal) is a rejection. Returns (accept_prob, accepted).
+    """
+    finite = (log_alpha == log_alpha) & (tl.abs(log_alpha) < float("inf"))
+    log_alpha = tl.where(finite, log_alpha, -float("inf"))
+    accept_prob = tl.exp(tl.minimum(log_alpha, 0.0))
+    u = tl.rand(seed, offset + rows.to(tl.int64)).to(accept_prob.dtype)
+    return accept_prob, u < accept_prob
+
+
+@triton.jit
+def select_rows(accepted, rows, row_mask, D, x_ptr, y_ptr, out_ptr, BLOCK_D: tl.constexpr):
+    """out[r] = y[r] where accepted[r] else x[r], for the BLOCK_N rows ``rows``: one read per element."""
+    base = rows.to(tl.int64) * D
+    for d0 in range(0, D, BLOCK_D):
+        cols = d0 + tl.arange(0, BLOCK_D)
+        mask = row_mask[:, None] & (cols < D)[None, :]
+        offs = base[:, None] + cols[None, :]
+        src = tl.where(accepted[:, None], y_ptr + offs, x_ptr + offs)
+        tl.store(out_ptr + offs, tl.load(src, mask=mask), mask=mask)
+
+
+def accept_outputs(x: torch.Tensor, energy: torch.Tensor, grad: torch.Tensor):
+    """Empty (x, energy, grad, accept_prob, accepted-as-int8) outputs of an MH accept kernel."""
+    n = x.shape[0]
+    prob_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    return (
+        torch.empty_like(x), torch.empty_like(energy), torch.empty_like(grad),
+        torch.empty(n, dtype=prob_dtype, device=x.device), torch.empty(n, dtype=torch.int8, device=x.device),
+    )
+
+
+# -------------------------------------------------------------------------------- host checks
+# The launchers are reached through the samplers, which validate user input; these checks make a
+# direct call with mismatched tensors fail with a clear message instead of reading out of bounds.
+
+_STORAGE_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def contiguous(t: torch.Tensor) -> torch.Tensor:
+    """``t`` as a contiguous tensor (kernels index rows as N·D flat memory; strided inputs are copied)."""
+    return t.contiguous()
+
+
+def check_state(op: str, x: torch.Tensor, **others: torch.Tensor) -> None:
+    """x: (N, *event) floating, on a device the kernels run on; ``others`` shaped and typed like x."""
+    if x.dtype not in _STORAGE_DTYPES:
+        raise TypeError(f"{op}: x must be float16, bfloat16, float32 or float64; got {x.dtype}")
+    if x.ndim < 1 or x.shape[0] < 1:
+        raise ValueError(f"{op}: x must have shape (N, *event) with N >= 1; got {tuple(x.shape)}")
+    if x.device.type != "cuda" and not (INTERPRETED and x.device.type == "cpu"):
+        raise ValueError(
+            f"{op}: the Triton kernels run on CUDA tensors (or CPU ones with TRITON_INTERPRET=1); x is on {x.device}"
+        )
+    for name, t in others.items():
+        if t.shape != x.shape or t.dtype != x.dtype or t.device != x.device:
+            raise ValueError(
+                f"{op}: {name} must match x (shape {tuple(x.shape)}, {x.dtype}, {x.device}); "
+                f"got shape {tuple(t.shape)}, {t.dtype}, {t.device}"
+            )
+
+
+def check_per_chain(op: str, x: torch.Tensor, **params: torch.Tensor) -> None:
+    """Per-chain parameters: floating (N,) tensors on x's device."""
+    n = x.shape[0]
+    for name, t in params.items():
+        if t.shape != (n,) or not t.is_floating_point() or t.device != x.device:
+            raise ValueError(
+                f"{op}: {name} must be a floating ({n},) tensor on {x.device} (one value per chain); "
+                f"got shape {tuple(t.shape)}, {t.dtype}, {t.device}"
+            )
+
+
+def check_rng(op: str, rng: torch.Tensor, x: torch.Tensor) -> None:
+    if rng.shape != (2,) or rng.dtype != torch.int64 or rng.device != x.device:
+        raise ValueError(
+            f"{op}: rng must be an int64 (2,) tensor (seed, offset) on {x.device}; "
+            f"got shape {tuple(rng.shape)}, {rng.dtype}, {rng.device}"
+        )
