@@ -8,7 +8,8 @@
 
 namespace pysampler {
 
-// ula_step(x: (N, *event), grad: like x, step_size: (N,), noise_scale, rng: int64 (2,)).
+// ula_step(x: (N, *event), grad: like x, step_size: (N,), noise_scale, rng: int64 (2,), prior_weight).
+// noise_scale and prior_weight are plain floats and need no check.
 inline void check_ula_step_args(const at::Tensor& x, const at::Tensor& grad, const at::Tensor& step_size,
                                 const at::Tensor& rng) {
   constexpr const char* op = "pysampler::ula_step: ";

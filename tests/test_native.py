@@ -17,8 +17,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import TOLERANCES_NO_NOISE, assert_close
-from pysampler import rng
+from conftest import TOLERANCES, TOLERANCES_NO_NOISE, assert_close
+from pysampler import ops, rng
 from pysampler.backends import native
 
 pytestmark = pytest.mark.skipif(
@@ -141,7 +141,6 @@ def test_ula_step_without_noise_is_gradient_descent(shape, dtype):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
 def test_ula_step_matches_pysampler_ops_reference(dtype):
-    ops = pytest.importorskip("pysampler.ops")
     x, grad, step_size = _inputs((33, 4, 3), dtype, seed=2)
     r = _rng(99, 2**32 - 7)
     assert_close(native.ula_step(x, grad, step_size, 1.3, r), ops.ula_step(x, grad, step_size, 1.3, r))
@@ -199,18 +198,108 @@ def test_ula_step_empty():
     assert out.shape == (0, 3)
 
 
+# --- ula_step with a prior weight: parity with pysampler.ops.ula_step ----------------------------
+
+# (N, *event) with 1, 7, 1023 and 1025 elements per chain: chains shorter than, straddling and
+# longer than the kernel's 256-element blocks and its 8-wide vectors, with remainders; the largest
+# (17 * 1025 elements) is split over threads in the middle of a chain.
+PRIOR_SHAPES = [(1, 1), (5, 1), (3, 7), (33, 7), (2, 1023), (9, 1023), (1, 1025), (17, 1025), (3, 5, 205)]
+PRIOR_WEIGHTS = [0.0, 1.0, 0.5]
+
+
+@pytest.mark.parametrize("noise_scale", [0.0, 1.0])
+@pytest.mark.parametrize("prior_weight", PRIOR_WEIGHTS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("shape", PRIOR_SHAPES, ids=str)
+def test_ula_step_prior_weight_matches_reference(shape, dtype, prior_weight, noise_scale):
+    x, grad, step_size = _inputs(shape, dtype, seed=7)  # per-chain step sizes in [1e-3, 0.2]
+    r = _rng(2**33 + 1, 2**32 - 3000)  # the counters cross 2**32 inside the larger shapes
+    x0, g0, h0, r0 = x.clone(), grad.clone(), step_size.clone(), r.clone()
+    out = native.ula_step(x, grad, step_size, noise_scale, r, prior_weight=prior_weight)
+    assert out.shape == x.shape and out.dtype == dtype and out.is_contiguous()
+    expected = ops.ula_step(x, grad, step_size, noise_scale, r, prior_weight=prior_weight)
+    # Without noise both compute (x - h*(grad + w*x)) in the same order: float64 to float64 precision.
+    assert_close(out, expected, TOLERANCES if noise_scale else TOLERANCES_NO_NOISE)
+    assert torch.equal(x, x0) and torch.equal(grad, g0) and torch.equal(step_size, h0) and torch.equal(r, r0)
+
+
+@pytest.mark.parametrize("prior_weight", [1.0, 0.5, 0.3, -2.0])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+def test_ula_step_prior_weight_is_grad_plus_weight_times_x(dtype, prior_weight):
+    # The kernel forms grad + w*x in x's dtype (w rounded to it, as torch does for a Python float)
+    # before the step, so passing w equals passing that sum as the gradient, bit for bit.
+    x, grad, step_size = _inputs((17, 1025), dtype, seed=8)
+    for noise_scale in (0.0, 1.0):
+        with_prior = native.ula_step(x, grad, step_size, noise_scale, _rng(4, 5), prior_weight=prior_weight)
+        summed = native.ula_step(x, grad + prior_weight * x, step_size, noise_scale, _rng(4, 5))
+        assert torch.equal(with_prior, summed)
+
+
+def test_ula_step_prior_weight_default_is_zero():
+    x, grad, step_size = _inputs((9, 1023), torch.float32, seed=9)
+    default = native.ula_step(x, grad, step_size, 1.0, _rng(6, 7))
+    assert torch.equal(default, native.ula_step(x, grad, step_size, 1.0, _rng(6, 7), prior_weight=0.0))
+    assert torch.equal(default, torch.ops.pysampler.ula_step(x, grad, step_size, 1.0, _rng(6, 7)))
+    assert not torch.equal(default, native.ula_step(x, grad, step_size, 1.0, _rng(6, 7), prior_weight=0.5))
+
+
+@pytest.mark.parametrize("prior_weight", PRIOR_WEIGHTS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+def test_ula_step_prior_weight_infinite_x_matches_reference(dtype, prior_weight):
+    # w == 0 skips the prior term, so an infinite x stays infinite (no 0*inf NaN); with w != 0 the
+    # step is inf - inf = NaN there, in the reference and the kernel alike. Both paths of the kernel
+    # (one chain per block and chains inside a block) and the scalar tails see infinities.
+    for shape in [(3, 1025), (40, 7)]:
+        x, grad, step_size = _inputs(shape, dtype, seed=10)
+        flat = x.view(-1)
+        flat[::97] = torch.inf
+        flat[5::131] = -torch.inf
+        r = _rng(11, 12)
+        out = native.ula_step(x, grad, step_size, 1.0, r, prior_weight=prior_weight)
+        expected = ops.ula_step(x, grad, step_size, 1.0, r, prior_weight=prior_weight)
+        atol, rtol = TOLERANCES[dtype]
+        torch.testing.assert_close(out, expected, atol=atol, rtol=rtol, equal_nan=True)
+        if prior_weight == 0.0:
+            assert not out.isnan().any()
+            assert torch.equal(out[x.isinf()], x[x.isinf()])
+        else:
+            assert out[x.isinf()].isnan().all()
+
+
+def test_ula_step_prior_weight_independent_of_thread_count():
+    x, grad, step_size = _inputs((1025, 37), torch.float32, seed=11)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = native.ula_step(x, grad, step_size, 1.0, _rng(8, 9), prior_weight=0.5)
+        torch.set_num_threads(max(2, before))
+        many = native.ula_step(x, grad, step_size, 1.0, _rng(8, 9), prior_weight=0.5)
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(one, many)
+
+
 # --- torch.library integration ----------------------------------------------------------------
 
 
+@pytest.mark.parametrize("prior_weight", [None, 0.0, 0.5])  # None: the schema's default
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
-def test_opcheck_ula_step(dtype):
+def test_opcheck_ula_step(dtype, prior_weight):
     x, grad, step_size = _inputs((9, 4, 3), dtype, seed=6)
-    torch.library.opcheck(torch.ops.pysampler.ula_step.default, (x, grad, step_size, 0.8, _rng(1, 2)))
+    args = (x, grad, step_size, 0.8, _rng(1, 2))
+    op = torch.ops.pysampler.ula_step.default
+    if prior_weight is None:
+        torch.library.opcheck(op, args)
+    else:
+        torch.library.opcheck(op, (*args, prior_weight))
+        torch.library.opcheck(op, args, {"prior_weight": prior_weight})
 
 
 def test_meta_kernel_shapes():
     x = torch.empty(5, 3, 2, device="meta")
     out = torch.ops.pysampler.ula_step(x, x, torch.empty(5, device="meta"), 1.0, _rng(0, 0))
+    assert out.shape == (5, 3, 2) and out.device.type == "meta"
+    out = torch.ops.pysampler.ula_step(x, x, torch.empty(5, device="meta"), 1.0, _rng(0, 0), prior_weight=0.5)
     assert out.shape == (5, 3, 2) and out.device.type == "meta"
     with pytest.raises((RuntimeError, ValueError), match="step_size"):
         torch.ops.pysampler.ula_step(x, x, torch.empty(4, device="meta"), 1.0, _rng(0, 0))

@@ -5,8 +5,10 @@
 //   1. Philox words for the block's counters (a loop with no calls, so the compiler vectorises
 //      the 32x32->64-bit multiplies),
 //   2. Box-Muller in float32 (scalar logf / cosf),
-//   3. the affine update x - h*g + s*z with at::vec, h and s = sqrt(2h)*noise_scale per element
-//      of the block (chains may start anywhere inside a block).
+//   3. the affine update (x - h*(g + w*x)) + s*z with at::vec, h and s = sqrt(2h)*noise_scale per
+//      element of the block (chains may start anywhere inside a block). The prior term w*x is a
+//      compile-time branch (kPrior): with w == 0 it is not computed at all (no 0*inf NaN for an
+//      infinite x) and the arithmetic is (x - h*g) + s*z, as before the prior existed.
 // Element i always uses counter offset + i, so the result does not depend on the thread count.
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
@@ -147,10 +149,22 @@ inline at::vec::Vectorized<scalar_t> load_noise(const float* z) {
   }
 }
 
-template <typename scalar_t>
+// g + w*x: the effective gradient, with the prior term only when kPrior (w != 0).
+template <bool kPrior, typename T>
+inline T effective_grad(const T& g, const T& x, const T& w) {
+  if constexpr (kPrior) {
+    return g + w * x;
+  } else {
+    return g;
+  }
+}
+
+template <typename scalar_t, bool kPrior>
 void ula_step_kernel(const scalar_t* x, const scalar_t* g, const scalar_t* step, scalar_t* out, int64_t numel,
-                     int64_t per_chain, scalar_t noise_scale, uint64_t seed, uint64_t offset) {
+                     int64_t per_chain, scalar_t noise_scale, scalar_t prior_weight, uint64_t seed,
+                     uint64_t offset) {
   using Vec = at::vec::Vectorized<scalar_t>;
+  const Vec wv(prior_weight);
   at::parallel_for(0, numel, kGrain, [&](int64_t begin, int64_t end) {
     alignas(64) float z[kBlock];
     alignas(64) scalar_t hb[kBlock];
@@ -169,11 +183,14 @@ void ula_step_kernel(const scalar_t* x, const scalar_t* g, const scalar_t* step,
         left -= len;
         const Vec hv(h), sv(s);
         for (; j + Vec::size() <= len; j += Vec::size()) {
-          const Vec r = Vec::loadu(x + b + j) - hv * Vec::loadu(g + b + j) + sv * load_noise<scalar_t>(z + j);
+          const Vec xv = Vec::loadu(x + b + j);
+          const Vec gv = effective_grad<kPrior>(Vec::loadu(g + b + j), xv, wv);
+          const Vec r = xv - hv * gv + sv * load_noise<scalar_t>(z + j);
           r.store(out + b + j);
         }
         for (; j < len; ++j) {
-          out[b + j] = x[b + j] - h * g[b + j] + s * static_cast<scalar_t>(z[j]);
+          const scalar_t ge = effective_grad<kPrior>(g[b + j], x[b + j], prior_weight);
+          out[b + j] = x[b + j] - h * ge + s * static_cast<scalar_t>(z[j]);
         }
         continue;
       }
@@ -190,19 +207,21 @@ void ula_step_kernel(const scalar_t* x, const scalar_t* g, const scalar_t* step,
         sb[k] = s;
       }
       for (; j + Vec::size() <= len; j += Vec::size()) {
-        const Vec r = Vec::loadu(x + b + j) - Vec::loadu(hb + j) * Vec::loadu(g + b + j) +
-                      Vec::loadu(sb + j) * load_noise<scalar_t>(z + j);
+        const Vec xv = Vec::loadu(x + b + j);
+        const Vec gv = effective_grad<kPrior>(Vec::loadu(g + b + j), xv, wv);
+        const Vec r = xv - Vec::loadu(hb + j) * gv + Vec::loadu(sb + j) * load_noise<scalar_t>(z + j);
         r.store(out + b + j);
       }
       for (; j < len; ++j) {
-        out[b + j] = x[b + j] - hb[j] * g[b + j] + sb[j] * static_cast<scalar_t>(z[j]);
+        const scalar_t ge = effective_grad<kPrior>(g[b + j], x[b + j], prior_weight);
+        out[b + j] = x[b + j] - hb[j] * ge + sb[j] * static_cast<scalar_t>(z[j]);
       }
     }
   });
 }
 
 at::Tensor ula_step_cpu(const at::Tensor& x, const at::Tensor& grad, const at::Tensor& step_size,
-                        double noise_scale, const at::Tensor& rng) {
+                        double noise_scale, const at::Tensor& rng, double prior_weight) {
   check_ula_step_args(x, grad, step_size, rng);
   TORCH_CHECK_VALUE(x.device().is_cpu(), "pysampler::ula_step (CPU): x must be a CPU tensor; got ", x.device());
   TORCH_CHECK_VALUE(rng.device().is_cpu(), "pysampler::ula_step (CPU): rng must be a CPU tensor; got ",
@@ -222,14 +241,19 @@ at::Tensor ula_step_cpu(const at::Tensor& x, const at::Tensor& grad, const at::T
     return out;
   }
   const int64_t per_chain = numel / xc.size(0);
+  const bool prior = prior_weight != 0.0;
+  const auto run = [&](auto zero) {
+    using scalar_t = decltype(zero);
+    // w is rounded to x's dtype first, as torch does for `w * x` with a Python float w.
+    const auto kernel = prior ? &ula_step_kernel<scalar_t, true> : &ula_step_kernel<scalar_t, false>;
+    kernel(xc.const_data_ptr<scalar_t>(), gc.const_data_ptr<scalar_t>(), hc.const_data_ptr<scalar_t>(),
+           out.mutable_data_ptr<scalar_t>(), numel, per_chain, static_cast<scalar_t>(noise_scale),
+           static_cast<scalar_t>(prior_weight), static_cast<uint64_t>(seed), static_cast<uint64_t>(offset));
+  };
   if (xc.scalar_type() == at::kFloat) {
-    ula_step_kernel<float>(xc.const_data_ptr<float>(), gc.const_data_ptr<float>(), hc.const_data_ptr<float>(),
-                           out.mutable_data_ptr<float>(), numel, per_chain, static_cast<float>(noise_scale),
-                           static_cast<uint64_t>(seed), static_cast<uint64_t>(offset));
+    run(0.0f);
   } else {
-    ula_step_kernel<double>(xc.const_data_ptr<double>(), gc.const_data_ptr<double>(),
-                            hc.const_data_ptr<double>(), out.mutable_data_ptr<double>(), numel, per_chain,
-                            noise_scale, static_cast<uint64_t>(seed), static_cast<uint64_t>(offset));
+    run(0.0);
   }
   return out;
 }

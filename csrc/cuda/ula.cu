@@ -28,8 +28,8 @@ constexpr int kThreads = 256;
 template <typename scalar_t>
 __global__ void ula_step_cuda_kernel(const scalar_t* __restrict__ x, const scalar_t* __restrict__ g,
                                      const scalar_t* __restrict__ step, scalar_t* __restrict__ out, int64_t numel,
-                                     int64_t per_chain, scalar_t noise_scale, const int64_t* __restrict__ rng,
-                                     int64_t rng_stride) {
+                                     int64_t per_chain, scalar_t noise_scale, bool prior, scalar_t prior_weight,
+                                     const int64_t* __restrict__ rng, int64_t rng_stride) {
   const uint64_t seed = static_cast<uint64_t>(rng[0]);
   const uint64_t offset = static_cast<uint64_t>(rng[rng_stride]);
   const int64_t stride = static_cast<int64_t>(blockDim.x) * gridDim.x;
@@ -37,12 +37,17 @@ __global__ void ula_step_cuda_kernel(const scalar_t* __restrict__ x, const scala
     const scalar_t h = step[i / per_chain];
     const scalar_t s = sqrt(scalar_t(2) * h) * noise_scale;
     const scalar_t z = static_cast<scalar_t>(philox_normal(seed, offset + static_cast<uint64_t>(i)));
-    out[i] = x[i] - h * g[i] + s * z;
+    const scalar_t xi = x[i];
+    scalar_t gi = g[i];
+    if (prior) {  // w != 0 (tested in double, as the reference does); w == 0 skips the term: no 0*inf NaN
+      gi = gi + prior_weight * xi;
+    }
+    out[i] = xi - h * gi + s * z;
   }
 }
 
 at::Tensor ula_step_cuda(const at::Tensor& x, const at::Tensor& grad, const at::Tensor& step_size,
-                         double noise_scale, const at::Tensor& rng) {
+                         double noise_scale, const at::Tensor& rng, double prior_weight) {
   check_ula_step_args(x, grad, step_size, rng);
   TORCH_CHECK_VALUE(x.is_cuda(), "pysampler::ula_step (CUDA): x must be a CUDA tensor; got ", x.device());
   TORCH_CHECK_VALUE(rng.device() == x.device(), "pysampler::ula_step (CUDA): rng must be on the device of x (",
@@ -61,16 +66,17 @@ at::Tensor ula_step_cuda(const at::Tensor& x, const at::Tensor& grad, const at::
   C10_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, x.get_device()));
   const int64_t blocks = std::min<int64_t>((numel + kThreads - 1) / kThreads, static_cast<int64_t>(sms) * 16);
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  const bool prior = prior_weight != 0.0;
   if (xc.scalar_type() == at::kFloat) {
     ula_step_cuda_kernel<float><<<blocks, kThreads, 0, stream>>>(
         xc.const_data_ptr<float>(), gc.const_data_ptr<float>(), hc.const_data_ptr<float>(),
-        out.mutable_data_ptr<float>(), numel, per_chain, static_cast<float>(noise_scale),
-        rng.const_data_ptr<int64_t>(), rng.stride(0));
+        out.mutable_data_ptr<float>(), numel, per_chain, static_cast<float>(noise_scale), prior,
+        static_cast<float>(prior_weight), rng.const_data_ptr<int64_t>(), rng.stride(0));
   } else {
     ula_step_cuda_kernel<double><<<blocks, kThreads, 0, stream>>>(
         xc.const_data_ptr<double>(), gc.const_data_ptr<double>(), hc.const_data_ptr<double>(),
-        out.mutable_data_ptr<double>(), numel, per_chain, noise_scale, rng.const_data_ptr<int64_t>(),
-        rng.stride(0));
+        out.mutable_data_ptr<double>(), numel, per_chain, noise_scale, prior, prior_weight,
+        rng.const_data_ptr<int64_t>(), rng.stride(0));
   }
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   return out;

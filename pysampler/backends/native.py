@@ -67,21 +67,27 @@ def library_path() -> str | None:
 
 
 def ula_step(
-    x: torch.Tensor, grad: torch.Tensor, step_size: torch.Tensor, noise_scale: float, rng: torch.Tensor
+    x: torch.Tensor, grad: torch.Tensor, step_size: torch.Tensor, noise_scale: float, rng: torch.Tensor,
+    prior_weight: float = 0.0,
 ) -> torch.Tensor:
     """One ULA step for N chains in one fused pass (native kernel; reference ``pysampler.ops.ula_step``).
 
-    ``x' = x - h * grad + sqrt(2h) * noise_scale * z``, h = ``step_size[n]`` for chain n, z the
-    Philox normal at counter ``offset + i`` for flat element i (``rng = (seed, offset)``).
+    ``x' = x - h * (grad + w * x) + sqrt(2h) * noise_scale * z``, h = ``step_size[n]`` for chain n,
+    w = ``prior_weight``, z the Philox normal at counter ``offset + i`` for flat element i
+    (``rng = (seed, offset)``). The arithmetic follows the reference in order: ``g = grad + w * x``
+    only when w != 0 (w == 0 skips the term, so an infinite x gives no ``0 * inf`` NaN), then
+    ``x - h * g``, then the noise term.
 
     Args:
         x, grad: (N, *event), float32 or float64, same shape and dtype.
         step_size: (N,), dtype of x.
         noise_scale: multiplies the noise (0 gives gradient descent).
         rng: int64 tensor (2,) = (seed, offset) on the device the op runs on (CPU for CPU tensors).
+        prior_weight: w, the weight of a standard-normal prior ``w * |x|^2 / 2`` whose gradient
+            ``w * x`` the step adds to ``grad`` (a latent target's prior); 0 leaves ``grad`` as is.
     Returns:
         A new contiguous tensor shaped like x. Inputs are not modified.
     """
     if _library_path is None:
         raise RuntimeError(f"pysampler native extension is not available: {_load_error}")
-    return torch.ops.pysampler.ula_step(x, grad, step_size, float(noise_scale), rng)
+    return torch.ops.pysampler.ula_step(x, grad, step_size, float(noise_scale), rng, float(prior_weight))
