@@ -8,21 +8,38 @@ below 1e-3 per full run. Seeds are fixed for reproducibility and never tuned.
 
 from __future__ import annotations
 
+import os
+
 import torch
+
+# The Triton kernels run on CPU tensors through Triton's interpreter, which reads TRITON_INTERPRET
+# when @triton.jit runs (pysampler imports its kernels lazily, after this). With a GPU the tests
+# run the compiled kernels on CUDA instead. Either way backend="triton" is tested.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+#: Where the Triton kernels run in this test session.
+TRITON_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 Z = 5.0
 
 # dtype -> (atol, rtol) for one op, two implementations, noise included. The normals are float32
 # Box-Muller values on every backend; libm's logf/cosf and torch's vectorised log/cos differ by an
 # ulp or two, so a float64 result agrees only up to float32 ulps of the noise term.
+# Half-precision storage (float32 arithmetic): results agree to one ulp of the storage dtype, since
+# float32 values an ulp apart can round to neighbouring half values.
 TOLERANCES = {
     torch.float32: (2e-6, 2e-6),
     torch.float64: (1e-6, 1e-7),
+    torch.bfloat16: (1e-5, 2.0**-7),
+    torch.float16: (1e-5, 2.0**-10),
 }
 # dtype -> (atol, rtol) without noise: the same operations in the same order.
 TOLERANCES_NO_NOISE = {
     torch.float32: (1e-6, 1e-6),
     torch.float64: (1e-12, 1e-12),
+    torch.bfloat16: (1e-6, 2.0**-7),
+    torch.float16: (1e-6, 2.0**-10),
 }
 
 

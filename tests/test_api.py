@@ -202,12 +202,15 @@ def test_leapfrog_reversible_and_conserves_energy():
 # -------------------------------------------------------------------------- backends
 
 
-def test_available_backends_and_resolution():
+def test_available_backends_and_resolution(monkeypatch):
     names = ps.available_backends("cpu")
     assert names[0] == "torch"
     assert ps.available_backends("meta") == ["torch"]
     with pytest.raises(ValueError, match="backend 'nope' is not available"):
         ps.sample(quadratic, x0(), ps.ULA(0.1), 1, backend="nope")
+    # Triton runs on the CPU only in its interpreter (which this test session turns on).
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    assert "triton" not in ps.available_backends("cpu")
     with pytest.raises(ValueError, match="backend 'triton' is not available on cpu"):
         ps.sample(quadratic, x0(), ps.ULA(0.1), 1, backend="triton")
     with pytest.raises(TypeError, match="backend must be a string"):
