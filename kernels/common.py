@@ -67,13 +67,15 @@ def elementwise_grid(numel: int) -> tuple[tuple[int], dict]:
         block = _GPU_BLOCK
         meta = {"BLOCK": block, "num_warps": _GPU_WARPS}
     # WIDE: 64-bit flat indices only when 32 bits could overflow (int64 division is slow on GPUs).
-    meta["WIDE"] = numel + block >= 2**31
+    # A constexpr must be concrete: under torch.compile's dynamic shapes bool() guards on the size.
+    meta["WIDE"] = bool(numel + block >= 2**31)
     return (triton.cdiv(numel, block),), meta
 
 
 def row_tiles(n_rows: int, row_len: int) -> tuple[tuple[int], dict]:
     """(grid, launch meta) for a per-chain kernel: BLOCK_N rows of BLOCK_D columns per program."""
     tile = _INTERPRETER_BLOCK if INTERPRETED else _GPU_TILE
+    n_rows, row_len = int(n_rows), int(row_len)  # block shapes are constexprs: concrete sizes
     block_d = min(triton.next_power_of_2(max(row_len, 1)), tile)
     block_n = max(1, min(triton.next_power_of_2(n_rows), tile // block_d))
     meta = {"BLOCK_N": block_n, "BLOCK_D": block_d}

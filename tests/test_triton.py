@@ -324,3 +324,104 @@ def test_auto_picks_triton_on_cuda_only():
     x0 = torch.zeros(2, 2, device=DEV)
     res = ps.sample(lambda x: 0.5 * x.square().sum(1), x0, ps.ULA(0.1), 1)
     assert res.backend == ("triton" if DEV == "cuda" else "cpp" if "cpp" in ps.available_backends("cpu") else "torch")
+
+
+# --------------------------------------------------------------------------------- GPU only
+# Compilation, operator checks and CUDA-graph capture need the compiled kernels on a GPU; in the
+# interpreter fake-tensor tracing of triton_op does not work (../shared/DESIGN.md).
+
+gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (compiled Triton kernels)")
+
+
+def _op_samples():
+    """(op, args) for every registered Triton op, small float32 CUDA inputs."""
+    n, d = 8, 5
+    x, grad, v, y, grad_y, p = _inputs((n, d), torch.float32, 6)
+    h = _per_chain(n, torch.float32, 0.01, 0.1)
+    e = _per_chain(n, torch.float32, -1.0, 1.0, seed=3)
+    r = _rng(3, 7)
+    t = torch.arange(n, device=DEV) % 4
+    tab = torch.linspace(0.1, 0.9, 4, device=DEV)
+    ops_ = torch.ops.pysampler
+    return [
+        (ops_.triton_ula_step.default, (x, grad, h, 1.0, r, 0.5)),
+        (ops_.triton_mala_accept.default, (x, e, grad, y, e + 0.1, grad_y, h, r)),
+        (ops_.triton_kinetic_oba.default, (x, v, grad, h, h, r)),
+        (ops_.triton_kinetic_bo.default, (v, grad, h, h, r)),
+        (ops_.triton_momentum.default, (r, x)),
+        (ops_.triton_leapfrog_kick_drift.default, (x, p, grad, h, h)),
+        (ops_.triton_kick.default, (p, grad, h)),
+        (ops_.triton_hmc_accept.default, (x, e, grad, p, y, e + 0.1, grad_y, p, r)),
+        (ops_.triton_q_sample.default, (x, t, tab, tab, r)),
+        (ops_.triton_posterior_sample.default, (x, y, t, tab, tab, tab, r)),
+    ]
+
+
+@gpu
+def test_opcheck_every_op(triton):
+    for op, args in _op_samples():
+        torch.library.opcheck(op, args)
+
+
+@gpu
+def test_torch_compile_fullgraph(triton):
+    for op, args in _op_samples():
+        compiled = torch.compile(lambda *a, op=op: op(*a), fullgraph=True)
+        got, want = compiled(*args), op(*args)
+        for g, w in zip(got if isinstance(got, tuple) else (got,), want if isinstance(want, tuple) else (want,), strict=True):
+            torch.testing.assert_close(g, w, atol=0, rtol=0)
+
+
+@gpu
+def test_cuda_graph_capture_of_a_k_step_chain(triton):
+    # K ULA steps of an nn.Module energy captured once and replayed: the kernels read (seed, offset)
+    # from device memory, so each replay continues the stream with no host sync.
+    from pysampler.samplers.base import advance
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 64), torch.nn.SiLU(), torch.nn.Linear(64, 1)).to(DEV)
+    target = ps.EnergyTarget(lambda x: model(x).squeeze(-1) + 0.5 * x.square().sum(1))
+    k, n = 10, 256
+    h = torch.full((n,), 0.01, device=DEV)
+    x_static = torch.randn(n, 8, device=DEV)
+    rng_static = _rng(42, 0)
+
+    def chain(x, r):
+        for _ in range(k):
+            _, grad = target.energy_and_grad(x)
+            x = triton.ula_step(x, grad, h, 1.0, r)
+            r = advance(r, x.numel())
+        return x, r
+
+    start = x_static.clone()
+    want_1, r1 = chain(start, rng_static.clone())
+    want_2, _ = chain(want_1, r1)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):  # warm up (autograd, allocator) outside the capture
+        chain(x_static, rng_static)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out_x, out_r = chain(x_static, rng_static)
+    graph.replay()
+    torch.testing.assert_close(out_x, want_1, atol=1e-5, rtol=1e-5)
+    x_static.copy_(out_x)
+    rng_static.copy_(out_r)
+    graph.replay()
+    torch.testing.assert_close(out_x, want_2, atol=1e-5, rtol=1e-5)
+    assert int(out_r[1]) == 2 * k * x_static.numel()
+
+
+@gpu
+@pytest.mark.parametrize("name", ["ULA", "MALA", "KineticLangevin", "HMC"])
+def test_statistics_on_gpu(name):
+    from test_sampler_statistics import CASES_2D, COV2, MEAN2, overdispersed_start
+
+    from conftest import assert_gaussian_moments
+
+    sampler, n_steps, cov = CASES_2D[name]
+    target = ps.Gaussian(MEAN2.to(DEV), scale_tril=torch.linalg.cholesky(COV2).to(DEV))
+    res = ps.sample(target, overdispersed_start(8000, 2).to(DEV), sampler, n_steps, seed=11, backend="triton")
+    assert res.backend == "triton"
+    assert_gaussian_moments(res.x.cpu(), MEAN2, cov)
