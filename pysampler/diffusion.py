@@ -174,7 +174,7 @@ class VPSchedule:
         _check_x(x0, "x0")
         t_idx = _check_t(t, x0, self._n_steps)
         if noise is None:
-            return resolve(backend, x0.device).q_sample(
+            return resolve(backend, x0.device, dtype=x0.dtype).q_sample(
                 x0, t_idx, _table(self.sqrt_alphas_cumprod, x0), _table(self.sqrt_one_minus_alphas_cumprod, x0),
                 _rng_tensor(seed, offset, x0),
             )
@@ -291,7 +291,7 @@ def posterior_sample(
     if xt.device != x0.device:
         raise ValueError(f"xt must be on x0's device {x0.device}; got {xt.device}")
     t_idx = _check_t(t, x0, sched.n_steps)
-    return resolve(backend, x0.device).posterior_sample(
+    return resolve(backend, x0.device, dtype=x0.dtype).posterior_sample(
         x0, xt, t_idx,
         _table(sched.posterior_mean_coef_x0, x0), _table(sched.posterior_mean_coef_xt, x0), _table(sched.posterior_std, x0),
         _rng_tensor(seed, offset, x0),

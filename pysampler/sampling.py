@@ -8,6 +8,7 @@ from dataclasses import dataclass, replace
 import torch
 from tqdm.auto import tqdm
 
+from .ops import compute_dtype
 from .samplers.adaptation import DualAveraging
 from .samplers.base import Sampler, State, StepInfo
 from .targets import Target
@@ -62,7 +63,8 @@ def sample(
 
     Args:
         target: a Target, or any callable / nn.Module energy mapping (N, *event) -> (N,).
-        x0: initial states, one chain per row; float32 or float64, finite.
+        x0: initial states, one chain per row; float32 or float64 (or float16 / bfloat16 storage with
+            float32 arithmetic), finite.
         sampler: ``ps.ULA``, ``ps.MALA``, ``ps.KineticLangevin`` or ``ps.HMC``.
         n_steps: steps after burn-in (>= 0).
         seed: selects the random stream; same seed and backend ⇒ same chains, bit for bit.
@@ -105,7 +107,7 @@ def sample(
     rate = accepted / n_steps if n_steps > 0 else torch.full_like(accepted, float("nan"))
     return SampleResult(
         x=state.x,
-        accept_rate=rate.to(state.x.dtype),
+        accept_rate=rate.to(compute_dtype(state.x.dtype)),
         trace=torch.stack(trace) if record and trace else (state.x.new_empty((0, *state.x.shape)) if record else None),
         backend=state.backend.name,
         state=state,

@@ -281,10 +281,8 @@ def test_bad_energy_shape():
 
 
 def test_bad_x0():
-    with pytest.raises(TypeError, match="x0 must be float32 or float64; got torch.int64"):
+    with pytest.raises(TypeError, match="x0 must be float32, float64, float16 or bfloat16; got torch.int64"):
         ps.sample(quadratic, torch.zeros(4, 2, dtype=torch.int64), ps.ULA(0.1), 1)
-    with pytest.raises(TypeError, match="x0 must be float32 or float64; got torch.float16"):
-        ps.sample(quadratic, torch.zeros(4, 2, dtype=torch.float16), ps.ULA(0.1), 1)
     with pytest.raises(TypeError, match="x0 must be a torch.Tensor"):
         ps.sample(quadratic, [[0.0, 1.0]], ps.ULA(0.1), 1)
     with pytest.raises(ValueError, match=r"x0 must have shape \(N, \*event\)"):
@@ -390,3 +388,23 @@ def test_gaussian_mixture_normalised():
     xy = torch.cartesian_prod(grid, grid)
     mass = torch.exp(-t.energy(xy)).sum() * (grid[1] - grid[0]) ** 2
     torch.testing.assert_close(mass, torch.tensor(1.0, dtype=F64), atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_storage(dtype):
+    # Half-precision chains: states stored in dtype, step arithmetic in float32 on every backend;
+    # per-chain parameters and acceptance are float32. backend="auto" skips backends without half
+    # support (the native CPU op), naming one explicitly says what it supports.
+    target = ps.Gaussian(torch.zeros(3), torch.tensor([1.0, 0.5, 2.0]))
+    start = torch.randn(512, 3, generator=torch.Generator().manual_seed(0)).to(dtype)
+    for sampler in SAMPLERS:
+        res = ps.sample(target, start, sampler, 30, seed=1)
+        assert res.x.dtype == dtype and res.backend == "torch"
+        assert res.state.step_size.dtype == torch.float32 and res.accept_rate.dtype == torch.float32
+        assert bool(torch.isfinite(res.x).all())
+        # Half storage rounds each step; the chains still track the float32 ones.
+        ref = ps.sample(target, start.float(), sampler, 30, seed=1, backend="torch")
+        assert float((res.x.float() - ref.x).abs().median()) < 0.05
+    if "cpp" in ps.available_backends("cpu"):
+        with pytest.raises(ValueError, match=f"backend 'cpp' supports float32, float64 states; got {dtype}"):
+            ps.sample(target, start, ps.ULA(0.1), 1, backend="cpp")

@@ -8,9 +8,10 @@ chain, multi-dimensional events, per-chain step sizes and non-contiguous inputs.
 Tolerances (conftest tables): the normals are float32 Box-Muller values on both sides, but Triton's
 log/cos and torch's differ by an ulp or two, so a step with noise agrees to float32 ulps of the
 noise term; without noise the same operations run in the same order. Half-precision storage is
-float32 arithmetic rounded once: one storage ulp. The MH accept kernels sum squares per chain in
-another order than torch's norm, so accept probabilities agree to float32 (float64) rounding of
-sums of D terms; decisions are compared away from the tie band |u − α| < that error.
+float32 arithmetic rounded once: one storage ulp (Triton's interpreter truncates float32 -> bfloat16
+where compiled Triton and torch round to nearest even: that too stays within one ulp). The MH
+accept kernels sum squares per chain in another order than torch's norm, so accept probabilities
+agree to float32 (float64) rounding of sums of D terms; decisions are compared away from the tie band |u − α| < that error.
 """
 
 from __future__ import annotations
@@ -43,6 +44,12 @@ def triton():
 
 def _rng(seed: int, offset: int) -> torch.Tensor:
     return torch.tensor([seed - 2**64 if seed >= 2**63 else seed, offset], dtype=torch.int64, device=DEV)
+
+
+def _interpreted() -> bool:
+    from pysampler.kernels import common
+
+    return common.INTERPRETED
 
 
 def _compute(dtype):
@@ -299,7 +306,7 @@ def test_bad_inputs_name_the_argument(triton):
 # ------------------------------------------------------------------------------ whole samplers
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize(
     "sampler",
     [ps.ULA(0.05), ps.ULA(0.05, noise_scale=0.0), ps.MALA(0.1), ps.KineticLangevin(0.1, 1.5), ps.HMC(0.1, 3)],
@@ -309,14 +316,23 @@ def test_sampler_chains_match_reference(sampler, dtype):
     # The same seed gives the same chains on backend="triton" and the reference, to float precision.
     target = ps.Gaussian(torch.tensor([1.0, -1.0, 0.5], device=DEV), torch.tensor([1.0, 0.5, 2.0], device=DEV))
     x0 = torch.randn(64, 3, generator=torch.Generator().manual_seed(0), dtype=dtype).to(DEV)
-    step_size = torch.linspace(0.05, 0.15, 64, dtype=dtype, device=DEV)  # per chain
+    step_size = torch.linspace(0.05, 0.15, 64, dtype=ops.compute_dtype(dtype), device=DEV)  # per chain
     sampler = type(sampler)(**{**sampler.__dict__, "step_size": step_size})
     ref = ps.sample(target, x0, sampler, 15, seed=8, backend="torch")
     out = ps.sample(target, x0, sampler, 15, seed=8, backend="triton")
-    assert out.backend == "triton"
-    tol = 1e-5 if dtype == torch.float32 else 1e-6
-    torch.testing.assert_close(out.x, ref.x, atol=tol, rtol=tol)
-    torch.testing.assert_close(out.accept_rate, ref.accept_rate)
+    assert out.backend == "triton" and out.x.dtype == dtype
+    if dtype in (torch.float32, torch.float64):
+        tol = 1e-5 if dtype == torch.float32 else 1e-6
+        torch.testing.assert_close(out.x, ref.x, atol=tol, rtol=tol)
+        torch.testing.assert_close(out.accept_rate, ref.accept_rate)
+    elif dtype == torch.bfloat16 and _interpreted():
+        # Triton's interpreter casts float32 -> bfloat16 by truncation (compiled Triton rounds to
+        # nearest even, as torch does), so each bfloat16 store may sit one ulp off the reference and
+        # the chains drift apart by a few ulps (each op is checked to one ulp above).
+        assert float((out.x.float() - ref.x.float()).abs().median()) <= 8 * torch.finfo(dtype).eps
+    else:
+        # The same float32 arithmetic rounded once per store: the chains agree to a storage ulp.
+        _close(out.x, ref.x)
     assert int(out.state.rng[1]) == int(ref.state.rng[1])
 
 

@@ -34,6 +34,8 @@ class Backend:
     name: str
     overrides: dict[str, Callable] = field(default_factory=dict)
     differentiable: bool = False
+    #: storage dtypes of x the backend's ops accept
+    dtypes: tuple[torch.dtype, ...] = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
     def __getattr__(self, op: str) -> Callable:
         if op.startswith("__"):
@@ -45,15 +47,15 @@ class Backend:
 TORCH = Backend("torch", differentiable=True)
 
 
-_BUILDERS: dict[str, Callable[[], dict[str, Callable]]] = {
-    "cpp": lambda: {"ula_step": native.ula_step},
-    "triton": triton_backend.overrides,
+_BUILDERS: dict[str, Callable[[], Backend]] = {
+    "cpp": lambda: Backend("cpp", {"ula_step": native.ula_step}, dtypes=(torch.float32, torch.float64)),
+    "triton": lambda: Backend("triton", triton_backend.overrides()),
 }
 
 
 @functools.cache
 def _backend(name: str) -> Backend:
-    return Backend(name, _BUILDERS[name]())
+    return TORCH if name == "torch" else _BUILDERS[name]()
 
 
 def available_backends(device: torch.device | str = "cpu") -> list[str]:
@@ -92,8 +94,10 @@ def _warn_missing_native_once() -> None:
         )
 
 
-def resolve(backend: str, device: torch.device | str, differentiable: bool = False) -> Backend:
-    """The :class:`Backend` to use for ``backend`` ("auto" or a name) on ``device``.
+def resolve(
+    backend: str, device: torch.device | str, differentiable: bool = False, dtype: torch.dtype | None = None
+) -> Backend:
+    """The :class:`Backend` to use for ``backend`` ("auto" or a name) on ``device`` for states of ``dtype``.
 
     Raises ValueError naming the backend and what is available when it cannot run there.
     """
@@ -106,7 +110,8 @@ def resolve(backend: str, device: torch.device | str, differentiable: bool = Fal
             _warn_missing_native_once()
         if differentiable:
             return TORCH
-        backend = next(name for name in _PREFERENCE.get(device.type, ()) + ("torch",) if name in present)
+        candidates = [name for name in _PREFERENCE.get(device.type, ()) + ("torch",) if name in present]
+        return next(be for be in map(_backend, candidates) if dtype is None or dtype in be.dtypes)
     if backend not in present:
         raise ValueError(
             f"backend {backend!r} is not available on {device}{_why_missing(backend)}; available there: {present} (or 'auto')"
@@ -115,4 +120,8 @@ def resolve(backend: str, device: torch.device | str, differentiable: bool = Fal
         return TORCH
     if differentiable:
         raise ValueError(f"backend {backend!r} has no autograd support; use backend='torch' (or 'auto') with create_graph=True")
-    return _backend(backend)
+    resolved = _backend(backend)
+    if dtype is not None and dtype not in resolved.dtypes:
+        names = ", ".join(str(d).removeprefix("torch.") for d in resolved.dtypes)
+        raise ValueError(f"backend {backend!r} supports {names} states; got {dtype} (use backend='auto')")
+    return resolved

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from ..backends import Backend, resolve
+from ..ops import compute_dtype
 from ..targets import EnergyTarget, Target
 
 __all__ = ["State", "StepInfo", "Sampler", "as_target"]
@@ -96,9 +97,9 @@ def check_positive(name: str, value: Any) -> float | torch.Tensor:
 
 
 def per_chain_tensor(name: str, value: float | torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """A float or (N,)/() tensor as an (N,) tensor of x's dtype and device."""
+    """A float or (N,)/() tensor as an (N,) tensor of x's compute dtype (float32 for half storage) and device."""
     n = x.shape[0]
-    t = torch.as_tensor(value, dtype=x.dtype, device=x.device)
+    t = torch.as_tensor(value, dtype=compute_dtype(x.dtype), device=x.device)
     if t.ndim == 1 and t.shape[0] != n:
         raise ValueError(f"{name} must be a float or a per-chain ({n},) tensor for {n} chains; got shape {tuple(t.shape)}")
     return t.expand(n).clone()
@@ -107,10 +108,9 @@ def per_chain_tensor(name: str, value: float | torch.Tensor, x: torch.Tensor) ->
 def check_x0(x0: Any) -> torch.Tensor:
     if not isinstance(x0, torch.Tensor):
         raise TypeError(f"x0 must be a torch.Tensor of shape (N, *event); got {type(x0).__name__}")
-    if x0.dtype not in (torch.float32, torch.float64):
-        # Half-precision storage with float32 arithmetic comes with the kernels that support it;
-        # the reference would do the arithmetic itself in half precision.
-        raise TypeError(f"x0 must be float32 or float64; got {x0.dtype} (use x0.float())")
+    if x0.dtype not in (torch.float32, torch.float64, torch.float16, torch.bfloat16):
+        # float16 / bfloat16 are storage: every backend does a step's arithmetic in float32.
+        raise TypeError(f"x0 must be float32, float64, float16 or bfloat16; got {x0.dtype} (use x0.float())")
     if x0.ndim < 2 or x0.shape[0] < 1:
         raise ValueError(
             f"x0 must have shape (N, *event) with N >= 1 chains and at least one event dimension; got {tuple(x0.shape)} "
@@ -137,7 +137,8 @@ def nonfinite_chains(*tensors: torch.Tensor) -> torch.Tensor:
     """
     total = None
     for t in tensors:
-        row = t.detach().reshape(t.shape[0], -1).sum(1)
+        # Half-precision rows are summed in float32: float16 would overflow at a sum of 65504.
+        row = t.detach().reshape(t.shape[0], -1).sum(1, dtype=compute_dtype(t.dtype))
         total = row if total is None else total + row
     return ~torch.isfinite(total)
 
@@ -165,7 +166,7 @@ class Sampler:
         x0 = check_x0(x0)
         target.validate(x0)
         seed = check_seed(seed)
-        resolved = resolve(backend, x0.device, differentiable=create_graph)
+        resolved = resolve(backend, x0.device, differentiable=create_graph, dtype=x0.dtype)
         x = x0 if create_graph else x0.detach()
         energy, grad = target.energy_and_grad(x, create_graph=create_graph)
         bad = nonfinite_chains(energy, grad)
@@ -210,7 +211,7 @@ class Sampler:
         x = check_x0(state_dict["x"])
         target.validate(x)
         kwargs = {f.name: state_dict.get(f.name) for f in fields(State) if f.name in _SAVED}
-        resolved = resolve(backend, x.device, differentiable=create_graph)
+        resolved = resolve(backend, x.device, differentiable=create_graph, dtype=x.dtype)
         return State(**kwargs, target=target, backend=resolved, create_graph=create_graph)
 
     def _evaluate(self, state: State, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -219,7 +220,7 @@ class Sampler:
     @staticmethod
     def _accept_all(state: State) -> StepInfo:
         n = state.x.shape[0]
-        ones = torch.ones(n, dtype=state.x.dtype, device=state.x.device)
+        ones = torch.ones(n, dtype=compute_dtype(state.x.dtype), device=state.x.device)
         return StepInfo(ones, ones.bool())
 
     def _commit_unadjusted(self, state: State, new: State) -> State:
