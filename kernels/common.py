@@ -153,8 +153,11 @@ def select_rows(accepted, rows, row_mask, D, x_ptr, y_ptr, out_ptr, BLOCK_D: tl.
         cols = d0 + tl.arange(0, BLOCK_D)
         mask = row_mask[:, None] & (cols < D)[None, :]
         offs = base[:, None] + cols[None, :]
-        src = tl.where(accepted[:, None], y_ptr + offs, x_ptr + offs)
-        tl.store(out_ptr + offs, tl.load(src, mask=mask), mask=mask)
+        take_y = accepted[:, None]
+        # Two loads masked to complement each other: each element is read once, from x or from y.
+        y = tl.load(y_ptr + offs, mask=mask & take_y)
+        x = tl.load(x_ptr + offs, mask=mask & ~take_y)
+        tl.store(out_ptr + offs, tl.where(take_y, y, x), mask=mask)
 
 
 def accept_outputs(x: torch.Tensor, energy: torch.Tensor, grad: torch.Tensor):
