@@ -115,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--steps", type=int, default=500, help="steps per chain after burn-in")
     s.add_argument("--burn-in", type=int, default=0, help="steps run first and discarded")
     s.add_argument("--seed", type=int, default=0, help="seed of the random stream and of the initial states")
-    s.add_argument("--backend", default="auto", help="auto, torch, cpp, ... (see pysampler.available_backends)")
+    s.add_argument("--backend", default="auto", help="auto, torch, cpp, triton (see pysampler.available_backends)")
     s.add_argument("--device", default="cpu", help="torch device for the chains, e.g. cpu or cuda")
     s.add_argument("--dtype", choices=["float32", "float64"], default="float32", help="chain dtype")
     s.add_argument("--samplers", nargs="+", choices=["ULA", "MALA", "KineticLangevin", "HMC"],
