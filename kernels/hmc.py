@@ -2,9 +2,10 @@
 
 One HMC step is: momentum (one pass writing p₀ ~ N(0, I) from the Philox stream), L fused
 kick-drift passes around the L gradient evaluations (p ← p − k∇U, x ← x + h·p in one read of
-x, p, ∇U), the closing half kick, and one accept kernel that reduces both kinetic energies per
-chain, rejects non-finite trajectories, and restores position, energy and gradient of rejected
-chains. References: :mod:`pysampler.ops` (momentum, leapfrog_kick_drift, kick, hmc_accept).
+x, p, ∇U), and one accept kernel that applies the closing half kick on the fly, reduces both
+kinetic energies per chain, rejects non-finite trajectories, and restores position, energy and
+gradient of rejected chains. (``kick`` alone serves the public ``leapfrog`` helper.)
+References: :mod:`pysampler.ops` (momentum, leapfrog_kick_drift, kick, hmc_accept).
 """
 
 from __future__ import annotations
@@ -108,7 +109,7 @@ def kick(p: torch.Tensor, grad: torch.Tensor, kick_size: torch.Tensor) -> torch.
 
 @triton.jit
 def _hmc_accept_kernel(
-    x_ptr, e_ptr, g_ptr, p0_ptr, y_ptr, ey_ptr, gy_ptr, p_ptr, rng_ptr,
+    x_ptr, e_ptr, g_ptr, p0_ptr, y_ptr, ey_ptr, gy_ptr, p_ptr, k_ptr, rng_ptr,
     x_out, e_out, g_out, prob_out, acc_out, N, D,
     F64: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
@@ -116,8 +117,10 @@ def _hmc_accept_kernel(
     row_mask = rows < N
     e = tl.load(e_ptr + rows, mask=row_mask, other=0.0)
     ey = tl.load(ey_ptr + rows, mask=row_mask, other=0.0)
-    # Pass 1: both kinetic energies, and whether the end point y is finite (an energy can stay
-    # finite at an infinite position, so y is checked itself; ∇U(y) enters p through the last kick).
+    k = to_compute(tl.load(k_ptr + rows, mask=row_mask, other=0.0), F64)
+    # Pass 1: both kinetic energies, the final one after the closing half kick p − k∇U(y) (applied
+    # here and never stored: HMC redraws the momentum), and whether the end point y is finite (an
+    # energy can stay finite at an infinite position; ∇U(y) enters H through the kick).
     ke0 = tl.zeros([BLOCK_N], dtype=to_compute(e, F64).dtype)
     ke1 = tl.zeros([BLOCK_N], dtype=ke0.dtype)
     n_bad = tl.zeros([BLOCK_N], dtype=tl.int32)
@@ -127,7 +130,8 @@ def _hmc_accept_kernel(
         mask = row_mask[:, None] & (cols < D)[None, :]
         offs = base[:, None] + cols[None, :]
         p0 = to_compute(tl.load(p0_ptr + offs, mask=mask, other=0.0), F64)
-        p = to_compute(tl.load(p_ptr + offs, mask=mask, other=0.0), F64)
+        gy = to_compute(tl.load(gy_ptr + offs, mask=mask, other=0.0), F64)
+        p = to_compute(tl.load(p_ptr + offs, mask=mask, other=0.0), F64) - k[:, None] * gy
         y = to_compute(tl.load(y_ptr + offs, mask=mask, other=0.0), F64)
         ke0 += tl.sum(p0 * p0, axis=1)
         ke1 += tl.sum(p * p, axis=1)
@@ -151,22 +155,23 @@ def _hmc_accept_kernel(
 def hmc_accept(
     x: torch.Tensor, energy: torch.Tensor, grad: torch.Tensor, p0: torch.Tensor,
     y: torch.Tensor, energy_y: torch.Tensor, grad_y: torch.Tensor, p: torch.Tensor,
-    rng: torch.Tensor,
+    kick_size: torch.Tensor, rng: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """HMC accept/reject on H = U + ½|p|², one reduction per chain; reference :func:`pysampler.ops.hmc_accept`.
+    """HMC accept/reject on H = U + ½|p|² with the closing half kick folded in, one reduction per chain.
 
+    ``p``: momentum at y before the closing kick p − k∇U(y). Reference :func:`pysampler.ops.hmc_accept`.
     Returns (x, energy, grad, accept_prob, accepted).
     """
     check_state("hmc_accept", x, grad=grad, p0=p0, y=y, grad_y=grad_y, p=p)
-    check_per_chain("hmc_accept", x, energy=energy, energy_y=energy_y)
+    check_per_chain("hmc_accept", x, energy=energy, energy_y=energy_y, kick_size=kick_size)
     check_rng("hmc_accept", rng, x)
     x, grad, p0, y, grad_y, p = (contiguous(t) for t in (x, grad, p0, y, grad_y, p))
-    energy, energy_y = contiguous(energy), contiguous(energy_y.to(energy.dtype))
+    energy, energy_y, kick_size = contiguous(energy), contiguous(energy_y.to(energy.dtype)), contiguous(kick_size)
     x_out, e_out, g_out, prob, accepted = accept_outputs(x, energy, grad)
     n = x.shape[0]
     grid, meta = row_tiles(n, x.numel() // n)
     wrap_triton(_hmc_accept_kernel)[grid](
-        x, energy, grad, p0, y, energy_y, grad_y, p, rng, x_out, e_out, g_out, prob, accepted,
+        x, energy, grad, p0, y, energy_y, grad_y, p, kick_size, rng, x_out, e_out, g_out, prob, accepted,
         n, x.numel() // n, F64=x.dtype == torch.float64, **meta,
     )
     return x_out, e_out, g_out, prob, accepted.view(torch.bool)

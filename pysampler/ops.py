@@ -199,19 +199,22 @@ def kick(p: torch.Tensor, grad: torch.Tensor, kick_size: torch.Tensor) -> torch.
 def hmc_accept(
     x: torch.Tensor, energy: torch.Tensor, grad: torch.Tensor, p0: torch.Tensor,
     y: torch.Tensor, energy_y: torch.Tensor, grad_y: torch.Tensor, p: torch.Tensor,
-    rng: torch.Tensor,
+    kick_size: torch.Tensor, rng: torch.Tensor,
 ):
     """HMC accept/reject on the total energy H = U + ½|p|² (Duane et al. 1987; Neal 2011).
 
-    A non-finite Hamiltonian is rejected; rejected chains get back their position, energy
-    and cached gradient. Uniform for chain n at counter offset + n.
+    ``p`` is the momentum at y *before* the trajectory's closing half kick: the kick
+    p − k∇U(y) is applied here, for the kinetic energy only (HMC redraws the momentum, so the
+    final one is never stored). A non-finite Hamiltonian is rejected; rejected chains get back
+    their position, energy and cached gradient. Uniform for chain n at counter offset + n.
     Returns (x, energy, grad, accept_prob, accepted).
     """
-    p0c, pc, ex, ey = _up(x, p0, p, energy, energy_y)
+    p0c, pc, gy, k, ex, ey = _up(x, p0, p, grad_y, kick_size, energy, energy_y)
+    p_end = pc - per_chain(k, pc) * gy
     h0 = ex + 0.5 * _sq_norm(p0c.flatten(1))
-    h1 = ey + 0.5 * _sq_norm(pc.flatten(1))
-    # ∇U(y) enters p through the last kick, so a non-finite gradient makes H non-finite; y itself
-    # does not enter H, so check it (an energy may stay finite at an infinite position).
+    h1 = ey + 0.5 * _sq_norm(p_end.flatten(1))
+    # ∇U(y) enters p through the closing kick, so a non-finite gradient makes H non-finite; y
+    # itself does not enter H, so check it (an energy may stay finite at an infinite position).
     finite = torch.isfinite(y.flatten(1)).all(1)
     log_alpha = torch.where(finite, h0 - h1, torch.full_like(h0, -torch.inf))
     return _mh_select(log_alpha, rng, (x, energy, grad), (y, energy_y, grad_y))

@@ -211,12 +211,14 @@ def test_hmc_accept(triton, dtype, shape):
     d = x[0].numel()
     e = _per_chain(n, dtype, -1.0, 1.0, seed=3)
     # Energies chosen so that H changes by O(1): a mix of accepts and rejects.
+    k = _per_chain(n, dtype, 0.01, 0.1, seed=5)  # the closing half kick, applied inside
+    p_end = p.to(_compute(dtype)) - ops.per_chain(k, p) * grad_y.to(_compute(dtype))
     ke0 = 0.5 * p0.to(_compute(dtype)).flatten(1).square().sum(1)
-    ke1 = 0.5 * p.to(_compute(dtype)).flatten(1).square().sum(1)
+    ke1 = 0.5 * p_end.flatten(1).square().sum(1)
     e_y = e + ke0 - ke1 + _per_chain(n, dtype, -1.5, 1.0, seed=4)
     r = _rng(5, 17)
-    out = triton.hmc_accept(x, e, grad, p0, y, e_y, grad_y, p, r)
-    ref = ops.hmc_accept(x, e, grad, p0, y, e_y, grad_y, p, r)
+    out = triton.hmc_accept(x, e, grad, p0, y, e_y, grad_y, p, k, r)
+    ref = ops.hmc_accept(x, e, grad, p0, y, e_y, grad_y, p, k, r)
     u = rng.uniform(5, 17, n).double()
     _check_accept(out, ref, u, (x, e, grad), (y, e_y, grad_y), dtype, d)
 
@@ -240,9 +242,10 @@ def test_accept_rejects_non_finite_proposals(triton, op):
         want = [True, False, False, False, False, False]
     else:
         p0 = p.clone()
-        x_, e_, g_, prob, acc = triton.hmc_accept(x, e, grad, p0, y, e_y, grad_y, p, r)
-        # ∇U(y) does not enter H directly (it enters p through the last kick): chain 3 is accepted.
-        want = [True, False, False, True, False, False]
+        k = torch.full((n,), 1e-4, device=DEV)
+        x_, e_, g_, prob, acc = triton.hmc_accept(x, e, grad, p0, y, e_y, grad_y, p, k, r)
+        # A non-finite ∇U(y) enters H through the closing kick: chain 3 is rejected too.
+        want = [True, False, False, False, False, False]
     assert acc.tolist() == want
     assert bool(torch.isfinite(prob).all()) and prob[~acc].eq(0).all()
     assert torch.equal(x_[~acc], x[~acc]) and torch.equal(g_[~acc], grad[~acc]) and torch.equal(e_[~acc], e[~acc])
@@ -394,7 +397,7 @@ def _op_samples():
         (ops_.triton_momentum.default, (r, x)),
         (ops_.triton_leapfrog_kick_drift.default, (x, p, grad, h, h)),
         (ops_.triton_kick.default, (p, grad, h)),
-        (ops_.triton_hmc_accept.default, (x, e, grad, p, y, e + 0.1, grad_y, p, r)),
+        (ops_.triton_hmc_accept.default, (x, e, grad, p, y, e + 0.1, grad_y, p, h, r)),
         (ops_.triton_q_sample.default, (x, t, tab, tab, r)),
         (ops_.triton_posterior_sample.default, (x, y, t, tab, tab, tab, r)),
     ]

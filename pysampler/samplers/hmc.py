@@ -10,18 +10,19 @@ from .base import Sampler, State, StepInfo, advance, check_positive, check_targe
 __all__ = ["HMC", "leapfrog"]
 
 
-def leapfrog(backend, evaluate, x, energy, grad, p, step_size, n_steps):
+def leapfrog(backend, evaluate, x, energy, grad, p, step_size, n_steps, close=True):
     """L leapfrog steps of size h from (x, p) with cached U, ∇U at x.
 
     The closing half kick of step l and the opening half kick of step l+1 are merged into
     one full kick, so each step is one fused kick-drift plus one gradient evaluation.
-    Returns (x, energy, grad, p) at the end of the trajectory.
+    Returns (x, energy, grad, p) at the end of the trajectory; with ``close=False`` p is the
+    momentum before the trajectory's closing half kick (HMC's accept kernel applies it).
     """
     half = 0.5 * step_size
     for i in range(n_steps):
         x, p = backend.leapfrog_kick_drift(x, p, grad, half if i == 0 else step_size, step_size)
         energy, grad = evaluate(x)
-    return x, energy, grad, backend.kick(p, grad, half)
+    return x, energy, grad, (backend.kick(p, grad, half) if close else p)
 
 
 @dataclass
@@ -60,10 +61,12 @@ class HMC(Sampler):
         p0 = be.momentum(state.rng, state.x)
         rng = advance(state.rng, ops.counters("momentum", p0))
         y, energy_y, grad_y, p = leapfrog(
-            be, lambda z: self._evaluate(state, z), state.x, state.energy, state.grad, p0, state.step_size, self.n_leapfrog
+            be, lambda z: self._evaluate(state, z), state.x, state.energy, state.grad, p0, state.step_size, self.n_leapfrog,
+            close=False,
         )
+        # The closing half kick happens inside the accept: one pass fewer over the momentum.
         x, energy, grad, accept_prob, accepted = be.hmc_accept(
-            state.x, state.energy, state.grad, p0, y, energy_y, grad_y, p, rng
+            state.x, state.energy, state.grad, p0, y, energy_y, grad_y, p, 0.5 * state.step_size, rng
         )
         new = replace(
             state, x=x, energy=energy, grad=grad,
