@@ -13,10 +13,12 @@ import pytest
 import torch
 
 from .report import BenchSession
+from .step_report import StepSession, write_summary
 
 RESULTS_DIR = Path(__file__).parent / "results"
 
 _KEY = pytest.StashKey[BenchSession]()
+_STEP_KEY = pytest.StashKey[StepSession]()  # bench/test_step_kernels.py
 
 
 def pytest_addoption(parser):
@@ -34,11 +36,17 @@ def pytest_configure(config):
     if threads:  # e.g. 1 on a loaded machine, where OpenMP threads waiting on a busy core stall
         torch.set_num_threads(int(threads))
     config.stash[_KEY] = BenchSession(load_start=_loadavg())
+    config.stash[_STEP_KEY] = StepSession(load_start=_loadavg())
 
 
 @pytest.fixture(scope="session")
 def bench_session(request) -> BenchSession:
     return request.config.stash[_KEY]
+
+
+@pytest.fixture(scope="session")
+def step_session(request) -> StepSession:
+    return request.config.stash[_STEP_KEY]
 
 
 def _loadavg():
@@ -53,6 +61,10 @@ def _fmt_rate(v: float) -> str:
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    write_summary(  # the step-op table (and its JSON with --bench-save); nothing when no step op ran
+        terminalreporter, config.stash.get(_STEP_KEY, None), save=config.getoption("--bench-save"),
+        results_dir=RESULTS_DIR, load_end=_loadavg(),
+    )
     session = config.stash.get(_KEY, None)
     if session is None or not session.rows:
         return
