@@ -51,6 +51,8 @@ def pysampler_backend(backend: str) -> Make:
         present = ps.available_backends(device)
         if backend != "auto" and backend not in present:
             raise Unavailable(f"backend {backend!r} is not available on {device} (available: {present})")
+        if backend == "triton" and device.type != "cuda":
+            raise Unavailable("Triton on the CPU is its interpreter: a correctness tool, not timed")
         target = workload.target(device, DTYPE)
         x0 = workload.x0(device, DTYPE)
         sampler = workload.make_sampler()
@@ -68,6 +70,7 @@ IMPLEMENTATIONS: dict[str, Make] = {
     "eager": eager,
     "pysampler-torch": pysampler_backend("torch"),
     "pysampler-cpp": pysampler_backend("cpp"),
+    "pysampler-triton": pysampler_backend("triton"),
     "pysampler-auto": pysampler_backend("auto"),
 }
 

@@ -3,15 +3,16 @@
 A *step op* is the elementwise work of one sampler step given the gradient (pysampler/ops.py).
 Each op is measured as
 
-* ``eager``: the plain-PyTorch reference op, ``pysampler.ops.<op>``, called as a sampler calls it
-  (with the ``rng`` tensor, so it pays the reference's one ``rng.tolist()`` host read a call);
-* ``compile``: ``torch.compile(pysampler.ops.<op>, fullgraph=True, dynamic=False)``, the same
-  reference function, called with :class:`ConstRNG` in place of the ``rng`` tensor. The reference
-  reads (seed, offset) with ``rng.tolist()``, which graph-breaks on a tensor; on a ConstRNG it
-  returns Python ints, which Dynamo folds into the graph as constants. So what is compiled is
-  the whole reference op, Philox noise included, for one fixed (seed, offset) and static shapes;
-* every other backend that overrides the op (``op in backend.overrides``): the backend's
-  implementation, ``ps.backends.resolve(name, device).<op>``, called with the ``rng`` tensor.
+* ``eager``: the step as a hand-written PyTorch loop runs it: the reference op
+  ``pysampler.ops.<op>`` called with ``rng=None``, so its noise and uniforms come from
+  ``torch.randn`` / ``torch.rand`` (torch's own generator) and everything else is the same
+  arithmetic, op for op, as pysampler's reference;
+* ``compile``: ``torch.compile(pysampler.ops.<op>, fullgraph=True, dynamic=False)`` of that same
+  function with ``rng=None`` (Inductor fuses the arithmetic and generates torch's random numbers
+  in its own kernels): the strongest thing a user gets without pysampler;
+* every pysampler backend that overrides the op (``op in backend.overrides``): the backend's
+  implementation, ``ps.backends.resolve(name, device).<op>``, called with the ``rng`` tensor
+  (pysampler's stream), checked once against the reference op on the same stream.
 
 Inputs are float32 (N, D) states with real random data (a Gaussian target with per-dimension
 precisions, proposals one step away), per-chain step sizes and frictions, built once per
@@ -34,7 +35,6 @@ __all__ = [
     "SEED",
     "OFFSET",
     "RNG",
-    "ConstRNG",
     "StepOp",
     "STEP_OPS",
     "SIZES",
@@ -47,7 +47,7 @@ __all__ = [
     "rng_tensor",
     "gbps",
     "reference_fn",
-    "compiled_reference",
+    "compiled_eager",
     "backend_fn",
     "mismatch",
 ]
@@ -65,22 +65,6 @@ class _RngSlot:
 
 
 RNG = _RngSlot()
-
-
-class ConstRNG:
-    """Stands in for the ``rng`` tensor in the compiled reference op.
-
-    The reference ops read the stream position only through ``rng.tolist()``; on a tensor that is
-    a data-dependent host read, which Dynamo cannot put in a graph (fullgraph=True would fail).
-    Here ``tolist()`` returns Python ints, which Dynamo traces as constants.
-    """
-
-    def __init__(self, seed: int, offset: int):
-        self.seed = seed
-        self.offset = offset
-
-    def tolist(self) -> list[int]:
-        return [self.seed, self.offset]
 
 
 @dataclass(frozen=True)
@@ -240,7 +224,7 @@ def make_input_sets(op: StepOp, size: str, device: torch.device, n_sets: int) ->
 
 
 def bind(args: tuple, rng) -> tuple:
-    """``args`` with the RNG placeholder replaced by ``rng`` (a tensor or a ConstRNG)."""
+    """``args`` with the RNG placeholder replaced by ``rng`` (the stream's tensor, or None for torch's generator)."""
     return tuple(rng if a is RNG else a for a in args)
 
 
@@ -255,8 +239,8 @@ def reference_fn(op: str) -> Callable:
     return getattr(reference_ops, op)
 
 
-def compiled_reference(op: str) -> Callable:
-    """``torch.compile`` of the reference op (call it with a :class:`ConstRNG` for ``rng``).
+def compiled_eager(op: str) -> Callable:
+    """``torch.compile`` of the reference op, to be called with ``rng=None`` (torch's generator).
 
     Dynamo's caches are reset first: every (op, size) compiles afresh for its static shapes, and
     never runs into the recompile limit of the reference function's code object.

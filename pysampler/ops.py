@@ -12,7 +12,9 @@ Conventions:
     rng: int64 tensor (2,) = (seed, offset). An op's i-th normal (row-major flat index)
     is ``rng.normal(seed, offset + i)``; an op that also draws one uniform per chain takes
     them at ``offset + numel + n``. Callers advance the offset by what each op consumes
-    (see :func:`counters`).
+    (see :func:`counters`). ``rng=None`` draws from torch's global generator instead (the
+    hand-written loop a user would write; not pysampler's stream, and not reproducible across
+    backends): the benchmarks' eager and torch.compile baselines.
 """
 
 from __future__ import annotations
@@ -67,13 +69,22 @@ def _seed_offset(rng: torch.Tensor) -> tuple[int, int]:
     return int(seed) % 2**64, int(offset)
 
 
-def _noise(rng: torch.Tensor, like: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
-    """Normals shaped like ``like`` (in ``dtype``, default like's) at counters offset, offset + 1, ..."""
+def _noise(rng: torch.Tensor | None, like: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Normals shaped like ``like`` (in ``dtype``, default like's) at counters offset, offset + 1, ...
+
+    ``rng=None`` draws from torch's global generator instead: the step exactly as a hand-written
+    loop runs it (``torch.randn``), which is what bench/ times as the eager / torch.compile baseline.
+    """
+    dtype = like.dtype if dtype is None else dtype
+    if rng is None:
+        return torch.randn(like.shape, dtype=torch.float32, device=like.device).to(dtype)
     seed, offset = _seed_offset(rng)
-    return _rng.normal(seed, offset, like.shape, like.dtype if dtype is None else dtype, like.device)
+    return _rng.normal(seed, offset, like.shape, dtype, like.device)
 
 
-def _uniform(rng: torch.Tensor, n: int, device: torch.device) -> torch.Tensor:
+def _uniform(rng: torch.Tensor | None, n: int, device: torch.device) -> torch.Tensor:
+    if rng is None:  # torch's global generator (see _noise)
+        return torch.rand(n, dtype=torch.float32, device=device)
     seed, offset = _seed_offset(rng)
     return _rng.uniform(seed, offset, n, device)
 
