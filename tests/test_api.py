@@ -408,3 +408,19 @@ def test_half_precision_storage(dtype):
     if "cpp" in ps.available_backends("cpu"):
         with pytest.raises(ValueError, match=f"backend 'cpp' supports float32, float64 states; got {dtype}"):
             ps.sample(target, start, ps.ULA(0.1), 1, backend="cpp")
+
+
+def test_reference_ops_with_torch_generator():
+    # rng=None: the step as a hand-written loop draws it (torch.randn / torch.rand), the benchmarks'
+    # eager and torch.compile baselines. Same arithmetic as with the stream, other numbers.
+    from pysampler import ops
+
+    x, g = torch.randn(6, 3), torch.randn(6, 3)
+    h = torch.full((6,), 0.1)
+    torch.manual_seed(3)
+    out = ops.ula_step(x, g, h, 1.0, None)
+    torch.manual_seed(3)
+    want = x - h[:, None] * g + torch.sqrt(2.0 * h)[:, None] * torch.randn(6, 3)
+    torch.testing.assert_close(out, want, atol=0, rtol=0)
+    x1, e1, g1, prob, acc = ops.mala_accept(x, x.square().sum(1), g, x + 0.1, x.square().sum(1), g, h, None)
+    assert prob.shape == acc.shape == (6,) and x1.shape == x.shape
