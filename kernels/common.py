@@ -58,10 +58,18 @@ _GPU_WARPS = 4
 _INTERPRETER_BLOCK = 1 << 16
 
 
+def _pow2_at_least(n: int) -> int:
+    return 1 << max(n - 1, 0).bit_length()
+
+
 def elementwise_grid(numel: int) -> tuple[tuple[int], dict]:
-    """(grid, launch meta) for an elementwise kernel over ``numel`` elements."""
+    """(grid, launch meta) for an elementwise kernel over ``numel`` elements.
+
+    Plain integer arithmetic (no Triton helpers): this runs on every step, where a few
+    microseconds of host time matter at small sizes.
+    """
     if INTERPRETED:
-        block = min(_INTERPRETER_BLOCK, triton.next_power_of_2(max(numel, 1)))
+        block = min(_INTERPRETER_BLOCK, _pow2_at_least(numel))
         meta = {"BLOCK": block}
     else:
         block = _GPU_BLOCK
@@ -69,19 +77,19 @@ def elementwise_grid(numel: int) -> tuple[tuple[int], dict]:
     # WIDE: 64-bit flat indices only when 32 bits could overflow (int64 division is slow on GPUs).
     # A constexpr must be concrete: under torch.compile's dynamic shapes bool() guards on the size.
     meta["WIDE"] = bool(numel + block >= 2**31)
-    return (triton.cdiv(numel, block),), meta
+    return ((numel + block - 1) // block,), meta
 
 
 def row_tiles(n_rows: int, row_len: int) -> tuple[tuple[int], dict]:
     """(grid, launch meta) for a per-chain kernel: BLOCK_N rows of BLOCK_D columns per program."""
     tile = _INTERPRETER_BLOCK if INTERPRETED else _GPU_TILE
     n_rows, row_len = int(n_rows), int(row_len)  # block shapes are constexprs: concrete sizes
-    block_d = min(triton.next_power_of_2(max(row_len, 1)), tile)
-    block_n = max(1, min(triton.next_power_of_2(n_rows), tile // block_d))
+    block_d = min(_pow2_at_least(row_len), tile)
+    block_n = max(1, min(_pow2_at_least(n_rows), tile // block_d))
     meta = {"BLOCK_N": block_n, "BLOCK_D": block_d}
     if not INTERPRETED:
         meta["num_warps"] = _GPU_WARPS
-    return (triton.cdiv(n_rows, block_n),), meta
+    return ((n_rows + block_n - 1) // block_n,), meta
 
 
 # ------------------------------------------------------------------------------ device helpers
