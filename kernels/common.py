@@ -23,12 +23,18 @@ launches there use one large block per program.
 
 from __future__ import annotations
 
+import contextlib
+
+import numpy as np
 import torch
 import triton
 import triton.language as tl
+from torch.library import wrap_triton
 
 __all__ = [
     "INTERPRETED",
+    "launch",
+    "split_scalar",
     "elementwise_grid",
     "row_tiles",
     "check_state",
@@ -48,12 +54,14 @@ def _probe():
 INTERPRETED: bool = type(_probe).__name__ == "InterpretedFunction"
 
 # Launch shapes. On a GPU: 1024-element blocks over 4 warps for the elementwise steps (8 elements
-# per thread: enough independent Philox work in flight to cover memory latency), and 2048-element
-# row tiles for the per-chain kernels. These are untuned defaults (bench/test_step_kernels.py
-# measures them). In the interpreter every program costs ~1 ms of Python overhead, so one program
-# takes as much as fits in a 64k-element block.
+# per thread: enough independent Philox work in flight to cover memory latency; 512 in float64,
+# whose registers are twice as wide), and row tiles of at most 2048 elements and 64 chains for the
+# per-chain kernels (wider tiles spill registers at D = 1-2, and their grid would starve the SMs).
+# These are untuned defaults (bench/test_step_kernels.py measures them). In the interpreter every
+# program costs ~1 ms of Python overhead, so one program takes as much as fits in 64k elements.
 _GPU_BLOCK = 1024
 _GPU_TILE = 2048
+_GPU_TILE_ROWS = 64
 _GPU_WARPS = 4
 _INTERPRETER_BLOCK = 1 << 16
 
@@ -62,8 +70,8 @@ def _pow2_at_least(n: int) -> int:
     return 1 << max(n - 1, 0).bit_length()
 
 
-def elementwise_grid(numel: int) -> tuple[tuple[int], dict]:
-    """(grid, launch meta) for an elementwise kernel over ``numel`` elements.
+def elementwise_grid(numel: int, dtype: torch.dtype = torch.float32) -> tuple[tuple[int], dict]:
+    """(grid, launch meta) for an elementwise kernel over ``numel`` elements of ``dtype``.
 
     Plain integer arithmetic (no Triton helpers): this runs on every step, where a few
     microseconds of host time matter at small sizes.
@@ -72,7 +80,7 @@ def elementwise_grid(numel: int) -> tuple[tuple[int], dict]:
         block = min(_INTERPRETER_BLOCK, _pow2_at_least(numel))
         meta = {"BLOCK": block}
     else:
-        block = _GPU_BLOCK
+        block = _GPU_BLOCK // 2 if dtype == torch.float64 else _GPU_BLOCK
         meta = {"BLOCK": block, "num_warps": _GPU_WARPS}
     # WIDE: 64-bit flat indices only when 32 bits could overflow (int64 division is slow on GPUs).
     # A constexpr must be concrete: under torch.compile's dynamic shapes bool() guards on the size.
@@ -81,15 +89,41 @@ def elementwise_grid(numel: int) -> tuple[tuple[int], dict]:
 
 
 def row_tiles(n_rows: int, row_len: int) -> tuple[tuple[int], dict]:
-    """(grid, launch meta) for a per-chain kernel: BLOCK_N rows of BLOCK_D columns per program."""
-    tile = _INTERPRETER_BLOCK if INTERPRETED else _GPU_TILE
-    n_rows, row_len = int(n_rows), int(row_len)  # block shapes are constexprs: concrete sizes
-    block_d = min(_pow2_at_least(row_len), tile)
-    block_n = max(1, min(_pow2_at_least(n_rows), tile // block_d))
-    meta = {"BLOCK_N": block_n, "BLOCK_D": block_d}
-    if not INTERPRETED:
-        meta["num_warps"] = _GPU_WARPS
+    """(grid, launch meta) for a per-chain kernel: BLOCK_N rows of BLOCK_D columns per program.
+
+    The tile depends on the row length only (a constexpr, so ``int`` guards on it under
+    torch.compile); the number of chains stays symbolic in the grid.
+    """
+    row_len = int(row_len)
+    if INTERPRETED:
+        block_d = min(_pow2_at_least(row_len), _INTERPRETER_BLOCK)
+        block_n = max(1, min(_pow2_at_least(int(n_rows)), _INTERPRETER_BLOCK // block_d))
+        meta = {"BLOCK_N": block_n, "BLOCK_D": block_d}
+    else:
+        block_d = min(_pow2_at_least(row_len), _GPU_TILE)
+        block_n = max(1, min(_GPU_TILE_ROWS, _GPU_TILE // block_d))
+        meta = {"BLOCK_N": block_n, "BLOCK_D": block_d, "num_warps": _GPU_WARPS}
     return ((n_rows + block_n - 1) // block_n,), meta
+
+
+def launch(kernel, grid: tuple, device: torch.device, *args, **meta) -> None:
+    """Launch ``kernel`` on ``device`` (Triton launches on the *current* CUDA device, which a
+    custom op's implementation does not set), through ``wrap_triton`` so torch.compile and fake
+    tracing see it."""
+    guard = torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
+    with guard:
+        wrap_triton(kernel)[grid](*args, **meta)
+
+
+def split_scalar(value: float) -> tuple[float, float]:
+    """A Python float as (hi, lo) float32 parts, hi + lo = value to ~2^-48 relative.
+
+    Triton passes Python floats to compiled kernels as float32; a float64 kernel rebuilds the
+    value with :func:`join_scalar` so its arithmetic sees the double (the interpreter keeps
+    float64 either way).
+    """
+    hi = float(np.float32(value))
+    return hi, float(value - hi)
 
 
 # ------------------------------------------------------------------------------ device helpers
@@ -111,6 +145,15 @@ def to_compute(v, F64: tl.constexpr):
         return v.to(tl.float64)
     else:
         return v.to(tl.float32)
+
+
+@triton.jit
+def join_scalar(hi, lo, F64: tl.constexpr):
+    """The scalar passed as :func:`split_scalar` parts, in the compute dtype."""
+    if F64:
+        return tl.cast(hi, tl.float64) + tl.cast(lo, tl.float64)
+    else:
+        return tl.cast(hi, tl.float32)
 
 
 @triton.jit
@@ -169,12 +212,12 @@ def select_rows(accepted, rows, row_mask, D, x_ptr, y_ptr, out_ptr, BLOCK_D: tl.
 
 
 def accept_outputs(x: torch.Tensor, energy: torch.Tensor, grad: torch.Tensor):
-    """Empty (x, energy, grad, accept_prob, accepted-as-int8) outputs of an MH accept kernel."""
+    """Empty (x, energy, grad, accept_prob, accepted) outputs of an MH accept kernel."""
     n = x.shape[0]
     prob_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
     return (
         torch.empty_like(x), torch.empty_like(energy), torch.empty_like(grad),
-        torch.empty(n, dtype=prob_dtype, device=x.device), torch.empty(n, dtype=torch.int8, device=x.device),
+        torch.empty(n, dtype=prob_dtype, device=x.device), torch.empty(n, dtype=torch.bool, device=x.device),
     )
 
 

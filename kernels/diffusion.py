@@ -11,9 +11,9 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
-from torch.library import triton_op, wrap_triton
+from torch.library import triton_op
 
-from .common import check_rng, check_state, contiguous, elementwise_grid, flat_index, load_rng, normal, to_compute
+from .common import check_rng, check_state, contiguous, elementwise_grid, flat_index, launch, load_rng, normal, to_compute
 
 __all__ = ["q_sample", "posterior_sample"]
 
@@ -56,8 +56,9 @@ def _check_tables(op: str, x0: torch.Tensor, t_index: torch.Tensor, **tables: to
 def _launch(x0, xt, t_index, c0, ct, std, rng, posterior: bool) -> torch.Tensor:
     out = torch.empty_like(x0)
     numel = x0.numel()
-    grid, meta = elementwise_grid(numel)
-    wrap_triton(_posterior_kernel)[grid](
+    grid, meta = elementwise_grid(numel, x0.dtype)
+    launch(
+        _posterior_kernel, grid, x0.device,
         x0, xt, t_index, c0, ct, std, rng, out, numel, numel // x0.shape[0],
         POSTERIOR=posterior, F64=x0.dtype == torch.float64, **meta,
     )

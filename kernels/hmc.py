@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
-from torch.library import triton_op, wrap_triton
+from torch.library import triton_op
 
 from .common import (
     accept_outputs,
@@ -23,6 +23,7 @@ from .common import (
     contiguous,
     elementwise_grid,
     flat_index,
+    launch,
     load_rng,
     mh_test,
     normal,
@@ -48,8 +49,8 @@ def momentum(rng: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     check_rng("momentum", rng, like)
     out = torch.empty(like.shape, dtype=like.dtype, device=like.device)
     numel = out.numel()
-    grid, meta = elementwise_grid(numel)
-    wrap_triton(_momentum_kernel)[grid](rng, out, numel, **meta)
+    grid, meta = elementwise_grid(numel, out.dtype)
+    launch(_momentum_kernel, grid, out.device, rng, out, numel, **meta)
     return out
 
 
@@ -82,8 +83,9 @@ def leapfrog_kick_drift(
     x, p, grad, kick_size, step_size = (contiguous(t) for t in (x, p, grad, kick_size, step_size))
     x_out, p_out = torch.empty_like(x), torch.empty_like(p)
     numel = x.numel()
-    grid, meta = elementwise_grid(numel)
-    wrap_triton(_kick_drift_kernel)[grid](
+    grid, meta = elementwise_grid(numel, x.dtype)
+    launch(
+        _kick_drift_kernel, grid, x.device,
         x, p, grad, kick_size, step_size, x_out, p_out, numel, numel // x.shape[0],
         DRIFT=True, F64=x.dtype == torch.float64, **meta,
     )
@@ -98,9 +100,10 @@ def kick(p: torch.Tensor, grad: torch.Tensor, kick_size: torch.Tensor) -> torch.
     p, grad, kick_size = contiguous(p), contiguous(grad), contiguous(kick_size)
     p_out = torch.empty_like(p)
     numel = p.numel()
-    grid, meta = elementwise_grid(numel)
+    grid, meta = elementwise_grid(numel, p.dtype)
     # DRIFT=False: the x pointers are never read or written (p stands in for them).
-    wrap_triton(_kick_drift_kernel)[grid](
+    launch(
+        _kick_drift_kernel, grid, p.device,
         p, p, grad, kick_size, kick_size, p, p_out, numel, numel // p.shape[0],
         DRIFT=False, F64=p.dtype == torch.float64, **meta,
     )
@@ -144,7 +147,7 @@ def _hmc_accept_kernel(
     seed, offset = load_rng(rng_ptr)
     accept_prob, accepted = mh_test(log_alpha, seed, offset, rows)
     tl.store(prob_out + rows, accept_prob, mask=row_mask)
-    tl.store(acc_out + rows, accepted.to(tl.int8), mask=row_mask)
+    tl.store(acc_out + rows, accepted, mask=row_mask)
     tl.store(e_out + rows, tl.where(accepted, ey, e), mask=row_mask)
     # Pass 2: rejected chains get back their position, energy and cached gradient.
     select_rows(accepted, rows, row_mask, D, x_ptr, y_ptr, x_out, BLOCK_D)
@@ -170,8 +173,9 @@ def hmc_accept(
     x_out, e_out, g_out, prob, accepted = accept_outputs(x, energy, grad)
     n = x.shape[0]
     grid, meta = row_tiles(n, x.numel() // n)
-    wrap_triton(_hmc_accept_kernel)[grid](
+    launch(
+        _hmc_accept_kernel, grid, x.device,
         x, energy, grad, p0, y, energy_y, grad_y, p, kick_size, rng, x_out, e_out, g_out, prob, accepted,
         n, x.numel() // n, F64=x.dtype == torch.float64, **meta,
     )
-    return x_out, e_out, g_out, prob, accepted.view(torch.bool)
+    return x_out, e_out, g_out, prob, accepted

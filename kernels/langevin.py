@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
-from torch.library import triton_op, wrap_triton
+from torch.library import triton_op
 
 from .common import (
     accept_outputs,
@@ -25,12 +25,15 @@ from .common import (
     contiguous,
     elementwise_grid,
     flat_index,
+    join_scalar,
+    launch,
     load_rng,
     mh_test,
     normal,
     ou_coefficients,
     row_tiles,
     select_rows,
+    split_scalar,
     to_compute,
 )
 
@@ -42,7 +45,7 @@ __all__ = ["ula_step", "mala_accept", "kinetic_oba", "kinetic_bo"]
 
 @triton.jit
 def _ula_kernel(
-    x_ptr, g_ptr, h_ptr, rng_ptr, out_ptr, numel, D, noise_scale, prior_weight,
+    x_ptr, g_ptr, h_ptr, rng_ptr, out_ptr, numel, D, noise_hi, noise_lo, prior_hi, prior_lo,
     NOISE: tl.constexpr, PRIOR: tl.constexpr, F64: tl.constexpr, BLOCK: tl.constexpr, WIDE: tl.constexpr,
 ):
     idx = flat_index(BLOCK, WIDE)
@@ -51,11 +54,11 @@ def _ula_kernel(
     g = to_compute(tl.load(g_ptr + idx, mask=mask), F64)
     h = to_compute(tl.load(h_ptr + idx // D, mask=mask, other=1.0), F64)
     if PRIOR:  # ∇(w·½|x|²) = w·x, the standard-normal prior of a latent target, without a second pass
-        g = g + prior_weight * x
+        g = g + join_scalar(prior_hi, prior_lo, F64) * x
     out = x - h * g
     if NOISE:
         seed, offset = load_rng(rng_ptr)
-        out = out + tl.sqrt(2.0 * h) * noise_scale * normal(seed, offset, idx).to(out.dtype)
+        out = out + tl.sqrt(2.0 * h) * join_scalar(noise_hi, noise_lo, F64) * normal(seed, offset, idx).to(out.dtype)
     tl.store(out_ptr + idx, out.to(out_ptr.dtype.element_ty), mask=mask)
 
 
@@ -72,11 +75,13 @@ def ula_step(
     check_per_chain("ula_step", x, step_size=step_size)
     check_rng("ula_step", rng, x)
     x, grad, step_size = contiguous(x), contiguous(grad), contiguous(step_size)
+    noise_scale, prior_weight = float(noise_scale), float(prior_weight)  # concrete before they pick constexprs
     out = torch.empty_like(x)
     numel = x.numel()
-    grid, meta = elementwise_grid(numel)
-    wrap_triton(_ula_kernel)[grid](
-        x, grad, step_size, rng, out, numel, numel // x.shape[0], float(noise_scale), float(prior_weight),
+    grid, meta = elementwise_grid(numel, x.dtype)
+    launch(
+        _ula_kernel, grid, x.device,
+        x, grad, step_size, rng, out, numel, numel // x.shape[0], *split_scalar(noise_scale), *split_scalar(prior_weight),
         NOISE=noise_scale != 0.0, PRIOR=prior_weight != 0.0, F64=x.dtype == torch.float64, **meta,
     )
     return out
@@ -118,7 +123,7 @@ def _mala_accept_kernel(
     seed, offset = load_rng(rng_ptr)
     accept_prob, accepted = mh_test(log_alpha, seed, offset, rows)
     tl.store(prob_out + rows, accept_prob, mask=row_mask)
-    tl.store(acc_out + rows, accepted.to(tl.int8), mask=row_mask)
+    tl.store(acc_out + rows, accepted, mask=row_mask)
     tl.store(e_out + rows, tl.where(accepted, ey, e), mask=row_mask)
     # Pass 2: accepted chains take (y, ∇U(y)), the others keep (x, ∇U(x)).
     select_rows(accepted, rows, row_mask, D, x_ptr, y_ptr, x_out, BLOCK_D)
@@ -143,11 +148,12 @@ def mala_accept(
     x_out, e_out, g_out, prob, accepted = accept_outputs(x, energy, grad)
     n = x.shape[0]
     grid, meta = row_tiles(n, x.numel() // n)
-    wrap_triton(_mala_accept_kernel)[grid](
+    launch(
+        _mala_accept_kernel, grid, x.device,
         x, energy, grad, y, energy_y, grad_y, step_size, rng, x_out, e_out, g_out, prob, accepted,
         n, x.numel() // n, F64=x.dtype == torch.float64, **meta,
     )
-    return x_out, e_out, g_out, prob, accepted.view(torch.bool)
+    return x_out, e_out, g_out, prob, accepted
 
 
 # ---------------------------------------------------------------------------- kinetic Langevin
@@ -207,8 +213,9 @@ def kinetic_oba(
     step_size, friction = contiguous(step_size), contiguous(friction)
     x_out, v_out = torch.empty_like(x), torch.empty_like(v)
     numel = x.numel()
-    grid, meta = elementwise_grid(numel)
-    wrap_triton(_kinetic_oba_kernel)[grid](
+    grid, meta = elementwise_grid(numel, x.dtype)
+    launch(
+        _kinetic_oba_kernel, grid, x.device,
         x, v, grad, step_size, friction, rng, x_out, v_out, numel, numel // x.shape[0],
         F64=x.dtype == torch.float64, **meta,
     )
@@ -226,8 +233,9 @@ def kinetic_bo(
     v, grad, step_size, friction = contiguous(v), contiguous(grad), contiguous(step_size), contiguous(friction)
     v_out = torch.empty_like(v)
     numel = v.numel()
-    grid, meta = elementwise_grid(numel)
-    wrap_triton(_kinetic_bo_kernel)[grid](
+    grid, meta = elementwise_grid(numel, v.dtype)
+    launch(
+        _kinetic_bo_kernel, grid, v.device,
         v, grad, step_size, friction, rng, v_out, numel, numel // v.shape[0], F64=v.dtype == torch.float64, **meta,
     )
     return v_out

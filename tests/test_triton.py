@@ -77,19 +77,20 @@ def _close(actual, expected, table=TOLERANCES):
 def _close_compiled_noise(actual, expected, tol=1e-5, rare=1e-3, loose=1e-3):
     """Noise-bearing results of the compiled kernels against the reference on the GPU.
 
-    Compiled Triton may evaluate tl.randn's log and cos with the GPU's fast approximations
-    (absolute errors ~2^-22 and ~2^-21 where torch's CUDA log/cos are correctly rounded to an ulp).
-    Box-Muller's radius sqrt(-2 log u) turns an absolute log error e into e/r, so the rare draws with
-    u within ~1e-4 of 1 (r < 0.02) differ by more than float32 ulps. All elements must agree to
-    ``loose``; all but a fraction ``rare`` (expected ~1e-4) to ``tol``. A wrong index or formula
-    breaks most elements, so the check keeps its power. The interpreter (NumPy's accurate log/cos)
+    Compiled Triton evaluates tl.randn's log and cos through libdevice (accurate), but its sqrt,
+    exp and float32 division are the GPU's approximate instructions and it contracts a·b + c into
+    FMAs, so results sit a float32 ulp or so from torch's; Box-Muller's radius sqrt(-2 log u)
+    amplifies such errors for the rare draws with u near 1, and a float32 ulp can flip the rounding
+    of a half-precision store. All elements must agree to ``loose`` (or one storage ulp, whichever
+    is larger); all but a fraction ``rare`` to ``tol`` (or the conftest table). A wrong index or
+    formula breaks most elements, so the check keeps its power. The interpreter (NumPy arithmetic)
     is held to the conftest table.
     """
     lo, rel = TOLERANCES[expected.dtype]
     a, e = actual.double(), expected.double()
     err = (a - e).abs()
     bound = max(tol, lo) + max(tol, rel) * e.abs()
-    assert bool((err <= loose + loose * e.abs()).all()), f"max error {err.max():.3g}"
+    assert bool((err <= max(loose, lo) + max(loose, rel) * e.abs()).all()), f"max error {err.max():.3g}"
     frac = float((err > bound).double().mean())
     assert frac <= rare, f"{frac:.2%} of elements beyond {tol:g}: max error {err.max():.3g}"
 
@@ -109,7 +110,8 @@ def test_kernels_run_where_expected():
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", SHAPES)
-@pytest.mark.parametrize("noise_scale,prior_weight", [(1.0, 0.0), (0.0, 0.0), (0.5, 1.0), (1.0, 0.25)])
+# 0.3 and 0.1 are not float32 numbers: float64 kernels must still use them at double precision.
+@pytest.mark.parametrize("noise_scale,prior_weight", [(1.0, 0.0), (0.0, 0.0), (0.5, 1.0), (1.0, 0.25), (0.3, 0.1), (0.0, 0.1)])
 def test_ula_step(triton, dtype, shape, noise_scale, prior_weight):
     x, grad = _inputs(shape, dtype, 2)
     h = _per_chain(shape[0], dtype, 0.01, 0.3)
@@ -412,6 +414,7 @@ def test_opcheck_every_op(triton):
 @gpu
 def test_torch_compile_fullgraph(triton):
     for op, args in _op_samples():
+        torch._dynamo.reset()  # one code object for every op's lambda: start afresh (recompile limit)
         compiled = torch.compile(lambda *a, op=op: op(*a), fullgraph=True)
         got, want = compiled(*args), op(*args)
         for g, w in zip(got if isinstance(got, tuple) else (got,), want if isinstance(want, tuple) else (want,), strict=True):

@@ -55,8 +55,8 @@ def _load() -> bool:
 
 def available(device: torch.device) -> bool:
     """True when the Triton kernels can run on ``device``: CUDA, or CPU under the interpreter."""
-    if device.type == "cuda":
-        return torch.cuda.is_available() and _load()
+    if device.type == "cuda":  # compiled kernels only: the interpreter would run CUDA tensors on the host
+        return torch.cuda.is_available() and _load() and not _interpreted
     if device.type == "cpu" and _interpret_requested():
         return _load() and _interpreted
     return False
