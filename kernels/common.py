@@ -55,12 +55,13 @@ INTERPRETED: bool = type(_probe).__name__ == "InterpretedFunction"
 
 # Launch shapes. On a GPU: 1024-element blocks over 4 warps for the elementwise steps (8 elements
 # per thread: enough independent Philox work in flight to cover memory latency; 512 in float64,
-# whose registers are twice as wide), and row tiles of at most 2048 elements and 64 chains for the
-# per-chain kernels (wider tiles spill registers at D = 1-2, and their grid would starve the SMs).
-# These are untuned defaults (bench/test_step_kernels.py measures them). In the interpreter every
+# whose registers are twice as wide), and row tiles of at most 1024 elements and 64 chains for the
+# per-chain kernels (ptxas for sm_90 with Triton 3.6: 64x32 float64 tiles spill, 64x16 use 209
+# registers and do not, 1x1024 rows use 56 (float32) to 90 (float64); taller tiles also starve the
+# grid at small D). These are untuned defaults (bench/test_step_kernels.py measures them). In the interpreter every
 # program costs ~1 ms of Python overhead, so one program takes as much as fits in 64k elements.
 _GPU_BLOCK = 1024
-_GPU_TILE = 2048
+_GPU_TILE = 1024
 _GPU_TILE_ROWS = 64
 _GPU_WARPS = 4
 _INTERPRETER_BLOCK = 1 << 16
