@@ -35,4 +35,51 @@ inline void check_ula_step_args(const at::Tensor& x, const at::Tensor& grad, con
                     "); got ", step_size.device());
 }
 
+// Generic pieces for the other ops. `op` is the message prefix, e.g. "pysampler::kinetic_oba: ".
+
+// x: (N, *event), float32 or float64.
+inline void check_state(const char* op, const at::Tensor& x) {
+  TORCH_CHECK_VALUE(x.dim() >= 1, op, "x must have shape (N, *event) with at least one dimension; got a 0-d tensor");
+  TORCH_CHECK_VALUE(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble, op,
+                    "x must be float32 or float64; got ", x.scalar_type());
+}
+
+// `t` has the shape, dtype and device of x.
+inline void check_like_state(const char* op, const char* name, const at::Tensor& t, const at::Tensor& x) {
+  TORCH_CHECK_VALUE(t.scalar_type() == x.scalar_type(), op, name, " must have the dtype of x (", x.scalar_type(),
+                    "); got ", t.scalar_type());
+  TORCH_CHECK_VALUE(t.sym_sizes() == x.sym_sizes(), op, name, " must have the shape of x ", x.sym_sizes(), "; got ",
+                    t.sym_sizes());
+  TORCH_CHECK_VALUE(t.device() == x.device(), op, name, " must be on the device of x (", x.device(), "); got ",
+                    t.device());
+}
+
+// `t`: (N,), one value per chain, dtype and device of x.
+inline void check_per_chain(const char* op, const char* name, const at::Tensor& t, const at::Tensor& x) {
+  TORCH_CHECK_VALUE(t.scalar_type() == x.scalar_type(), op, name, " must have the dtype of x (", x.scalar_type(),
+                    "); got ", t.scalar_type());
+  TORCH_CHECK_VALUE(t.dim() == 1 && t.sym_size(0) == x.sym_size(0), op, name, " must have shape (N,) = (",
+                    x.sym_size(0), ",), one value per chain; got ", t.sym_sizes());
+  TORCH_CHECK_VALUE(t.device() == x.device(), op, name, " must be on the device of x (", x.device(), "); got ",
+                    t.device());
+}
+
+// rng: int64 (2,) = (seed, offset).
+inline void check_rng(const char* op, const at::Tensor& rng) {
+  TORCH_CHECK_VALUE(rng.scalar_type() == at::kLong, op, "rng must be an int64 tensor (seed, offset); got ",
+                    rng.scalar_type());
+  TORCH_CHECK_VALUE(rng.dim() == 1 && rng.sym_size(0) == 2, op, "rng must have shape (2,) = (seed, offset); got ",
+                    rng.sym_sizes());
+}
+
+// kinetic_oba / kinetic_bo: v (and x) (N, *event), grad like v, step_size and friction (N,).
+inline void check_kinetic_args(const char* op, const at::Tensor& v, const at::Tensor& grad, const at::Tensor& step_size,
+                        const at::Tensor& friction, const at::Tensor& rng) {
+  check_state(op, v);
+  check_like_state(op, "grad", grad, v);
+  check_per_chain(op, "step_size", step_size, v);
+  check_per_chain(op, "friction", friction, v);
+  check_rng(op, rng);
+}
+
 }  // namespace pysampler

@@ -14,6 +14,8 @@
 #include <ATen/ops/empty_like.h>
 #include <torch/library.h>
 
+#include <tuple>
+
 #include "checks.h"
 
 TORCH_LIBRARY(pysampler, m) {
@@ -26,6 +28,15 @@ TORCH_LIBRARY(pysampler, m) {
       "ula_step(Tensor x, Tensor grad, Tensor step_size, float noise_scale, Tensor rng, float prior_weight=0.0) "
       "-> Tensor",
       {at::Tag::pt2_compliant_tag});
+  // Kinetic Langevin, OBABO splitting, unit mass; h = step_size[chain], gamma = friction[chain],
+  // a = exp(-gamma h / 2), b = sqrt(-expm1(-gamma h)) (the exact Ornstein-Uhlenbeck half step):
+  //   kinetic_oba: v1 = a v + b normal(seed, offset + i);  v2 = v1 - (h/2) grad;  x' = x + h v2  -> (x', v2)
+  //   kinetic_bo:  v1 = v - (h/2) grad;  v' = a v1 + b normal(seed, offset + i)                      -> v'
+  // (as pysampler.ops.kinetic_oba / kinetic_bo), float32 or float64, normals float32.
+  m.def("kinetic_oba(Tensor x, Tensor v, Tensor grad, Tensor step_size, Tensor friction, Tensor rng) -> (Tensor, Tensor)",
+        {at::Tag::pt2_compliant_tag});
+  m.def("kinetic_bo(Tensor v, Tensor grad, Tensor step_size, Tensor friction, Tensor rng) -> Tensor",
+        {at::Tag::pt2_compliant_tag});
   // Test-only: the four Philox4x32-10 words at counters offset .. offset+n-1 for `seed`, as an
   // int64 tensor (n, 4) of uint32 values on the CPU. Checks the native stream bit for bit.
   m.def("philox_words(int seed, int offset, int n) -> Tensor", {at::Tag::pt2_compliant_tag});
@@ -40,7 +51,26 @@ at::Tensor ula_step_meta(const at::Tensor& x, const at::Tensor& grad, const at::
   return at::empty_like(x, at::MemoryFormat::Contiguous);
 }
 
+std::tuple<at::Tensor, at::Tensor> kinetic_oba_meta(const at::Tensor& x, const at::Tensor& v, const at::Tensor& grad,
+                                                    const at::Tensor& step_size, const at::Tensor& friction,
+                                                    const at::Tensor& rng) {
+  constexpr const char* op = "pysampler::kinetic_oba: ";
+  check_kinetic_args(op, x, grad, step_size, friction, rng);
+  check_like_state(op, "v", v, x);
+  return {at::empty_like(x, at::MemoryFormat::Contiguous), at::empty_like(v, at::MemoryFormat::Contiguous)};
+}
+
+at::Tensor kinetic_bo_meta(const at::Tensor& v, const at::Tensor& grad, const at::Tensor& step_size,
+                           const at::Tensor& friction, const at::Tensor& rng) {
+  check_kinetic_args("pysampler::kinetic_bo: ", v, grad, step_size, friction, rng);
+  return at::empty_like(v, at::MemoryFormat::Contiguous);
+}
+
 }  // namespace
 }  // namespace pysampler
 
-TORCH_LIBRARY_IMPL(pysampler, Meta, m) { m.impl("ula_step", &pysampler::ula_step_meta); }
+TORCH_LIBRARY_IMPL(pysampler, Meta, m) {
+  m.impl("ula_step", &pysampler::ula_step_meta);
+  m.impl("kinetic_oba", &pysampler::kinetic_oba_meta);
+  m.impl("kinetic_bo", &pysampler::kinetic_bo_meta);
+}

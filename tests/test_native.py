@@ -372,3 +372,70 @@ def test_scalar_and_avx2_paths_agree():
     ref = _reference(x, x.flip(0), h, 1.0, 2**35 + 3, 2**32 - 2000).flatten()
     assert_close(runs[0], ref)
     assert_close(runs[1], ref)
+
+
+# ------------------------------------------------------------------------- kinetic Langevin
+
+
+KINETIC_SHAPES = [(5, 1), (9, 7), (3, 1023), (2, 1025), (6, 2, 3, 4), (40, 300)]
+
+
+def _kinetic_inputs(shape, dtype, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x, v, grad = (torch.randn(shape, generator=g, dtype=dtype) for _ in range(3))
+    n = shape[0]
+    step_size = torch.rand(n, generator=g, dtype=dtype) * 0.3 + 1e-3
+    # Frictions from tiny (γh ~ 1e-7, where 1 − e^{−γh} needs expm1) to large.
+    friction = torch.logspace(-4, 1.3, n, dtype=dtype)[torch.randperm(n, generator=g)]
+    return x, v, grad, step_size, friction
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("shape", KINETIC_SHAPES)
+@pytest.mark.parametrize("seed,offset", SEED_OFFSETS[:4])
+def test_kinetic_halves_match_reference(shape, dtype, seed, offset):
+    x, v, grad, h, gamma = _kinetic_inputs(shape, dtype)
+    r = _rng(seed, offset)
+    x1, v1 = native.kinetic_oba(x, v, grad, h, gamma, r)
+    rx, rv = ops.kinetic_oba(x, v, grad, h, gamma, r)
+    assert_close(x1, rx)
+    assert_close(v1, rv)
+    assert_close(native.kinetic_bo(v, grad, h, gamma, r), ops.kinetic_bo(v, grad, h, gamma, r))
+
+
+def test_kinetic_non_contiguous_and_thread_count():
+    x, v, grad, h, gamma = _kinetic_inputs((64, 300), torch.float32)
+    r = _rng(5, 9)
+    want = native.kinetic_oba(x, v, grad, h, gamma, r)
+    got = native.kinetic_oba(x.t().contiguous().t(), v.t().contiguous().t(), grad, h, gamma, r)
+    assert all(torch.equal(a, b) for a, b in zip(got, want, strict=True))
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = native.kinetic_oba(x, v, grad, h, gamma, r)
+        bo_one = native.kinetic_bo(v, grad, h, gamma, r)
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(a, b) for a, b in zip(one, want, strict=True))
+    assert torch.equal(bo_one, native.kinetic_bo(v, grad, h, gamma, r))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_opcheck_kinetic(dtype):
+    x, v, grad, h, gamma = _kinetic_inputs((7, 5), dtype)
+    r = _rng(1, 2)
+    torch.library.opcheck(torch.ops.pysampler.kinetic_oba.default, (x, v, grad, h, gamma, r))
+    torch.library.opcheck(torch.ops.pysampler.kinetic_bo.default, (v, grad, h, gamma, r))
+
+
+def test_kinetic_bad_inputs_name_the_argument():
+    x, v, grad, h, gamma = _kinetic_inputs((4, 3), torch.float32)
+    r = _rng(0, 0)
+    with pytest.raises(ValueError, match="friction must have shape"):
+        native.kinetic_oba(x, v, grad, h, gamma[:2], r)
+    with pytest.raises(ValueError, match="v must have the shape of x"):
+        native.kinetic_oba(x, v[:, :2], grad, h, gamma, r)
+    with pytest.raises(ValueError, match="grad must have the dtype of x"):
+        native.kinetic_bo(v, grad.double(), h, gamma, r)
+    with pytest.raises(ValueError, match="rng must be an int64"):
+        native.kinetic_bo(v, grad, h, gamma, r.int())

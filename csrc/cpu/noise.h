@@ -15,8 +15,14 @@
 // of float32 (SLEEF vs libm), which is the tolerance every backend is held to.
 #pragma once
 
+#include <ATen/core/Tensor.h>
+#include <ATen/cpu/vec/vec.h>
+#include <c10/util/Exception.h>
+
 #include <cstdint>
 #include <cstdlib>
+#include <type_traits>
+#include <utility>
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -134,6 +140,17 @@ inline bool use_avx2() {
 }
 #endif
 
+// (seed, offset) from a CPU rng tensor (int64 (2,)), both checked to be in [0, 2**63).
+inline std::pair<uint64_t, uint64_t> read_rng(const char* op, const at::Tensor& rng) {
+  TORCH_CHECK_VALUE(rng.device().is_cpu(), op, "rng must be a CPU tensor for CPU inputs; got ", rng.device());
+  const int64_t* p = rng.const_data_ptr<int64_t>();
+  const int64_t seed = p[0];
+  const int64_t offset = p[rng.stride(0)];
+  TORCH_CHECK_VALUE(seed >= 0, op, "rng[0] (seed) must be in [0, 2**63); got ", seed);
+  TORCH_CHECK_VALUE(offset >= 0, op, "rng[1] (offset) must be in [0, 2**63); got ", offset);
+  return {static_cast<uint64_t>(seed), static_cast<uint64_t>(offset)};
+}
+
 // z[j] = normal(seed, offset + j) for j < n <= kNoiseBlock; z has room for kNoiseBlock floats.
 inline void fill_normals(uint64_t seed, uint64_t offset, int64_t n, float* z) {
   alignas(64) uint32_t w0[kNoiseBlock];
@@ -151,6 +168,20 @@ inline void fill_normals(uint64_t seed, uint64_t offset, int64_t n, float* z) {
   philox_block_scalar(seed, offset, n, w0, w1);
   for (int64_t j = 0; j < n; ++j) {
     z[j] = philox_box_muller(philox_word_to_uniform(w0[j]), philox_word_to_uniform(w1[j]));
+  }
+}
+
+// Vec::size() float32 normals as a Vec of scalar_t.
+template <typename scalar_t>
+inline at::vec::Vectorized<scalar_t> load_noise(const float* z) {
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    return at::vec::Vectorized<float>::loadu(z);
+  } else {
+    alignas(64) scalar_t tmp[at::vec::Vectorized<scalar_t>::size()];
+    for (int k = 0; k < at::vec::Vectorized<scalar_t>::size(); ++k) {
+      tmp[k] = static_cast<scalar_t>(z[k]);
+    }
+    return at::vec::Vectorized<scalar_t>::loadu(tmp);
   }
 }
 

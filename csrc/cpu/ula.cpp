@@ -31,20 +31,6 @@ namespace {
 constexpr int64_t kBlock = cpu::kNoiseBlock;  // elements per stack block (a few KiB of buffers)
 constexpr int64_t kGrain = 8192;  // fewest elements worth a thread of their own
 
-// Vec::size() float32 normals as a Vec of scalar_t.
-template <typename scalar_t>
-inline at::vec::Vectorized<scalar_t> load_noise(const float* z) {
-  if constexpr (std::is_same_v<scalar_t, float>) {
-    return at::vec::Vectorized<float>::loadu(z);
-  } else {
-    alignas(64) scalar_t tmp[at::vec::Vectorized<scalar_t>::size()];
-    for (int k = 0; k < at::vec::Vectorized<scalar_t>::size(); ++k) {
-      tmp[k] = static_cast<scalar_t>(z[k]);
-    }
-    return at::vec::Vectorized<scalar_t>::loadu(tmp);
-  }
-}
-
 // g + w*x: the effective gradient, with the prior term only when kPrior (w != 0).
 template <bool kPrior, typename T>
 inline T effective_grad(const T& g, const T& x, const T& w) {
@@ -81,7 +67,7 @@ void ula_step_kernel(const scalar_t* x, const scalar_t* g, const scalar_t* step,
         for (; j + Vec::size() <= len; j += Vec::size()) {
           const Vec xv = Vec::loadu(x + b + j);
           const Vec gv = effective_grad<kPrior>(Vec::loadu(g + b + j), xv, wv);
-          const Vec r = xv - hv * gv + sv * load_noise<scalar_t>(z + j);
+          const Vec r = xv - hv * gv + sv * cpu::load_noise<scalar_t>(z + j);
           r.store(out + b + j);
         }
         for (; j < len; ++j) {
@@ -105,7 +91,7 @@ void ula_step_kernel(const scalar_t* x, const scalar_t* g, const scalar_t* step,
       for (; j + Vec::size() <= len; j += Vec::size()) {
         const Vec xv = Vec::loadu(x + b + j);
         const Vec gv = effective_grad<kPrior>(Vec::loadu(g + b + j), xv, wv);
-        const Vec r = xv - Vec::loadu(hb + j) * gv + Vec::loadu(sb + j) * load_noise<scalar_t>(z + j);
+        const Vec r = xv - Vec::loadu(hb + j) * gv + Vec::loadu(sb + j) * cpu::load_noise<scalar_t>(z + j);
         r.store(out + b + j);
       }
       for (; j < len; ++j) {
@@ -120,13 +106,7 @@ at::Tensor ula_step_cpu(const at::Tensor& x, const at::Tensor& grad, const at::T
                         double noise_scale, const at::Tensor& rng, double prior_weight) {
   check_ula_step_args(x, grad, step_size, rng);
   TORCH_CHECK_VALUE(x.device().is_cpu(), "pysampler::ula_step (CPU): x must be a CPU tensor; got ", x.device());
-  TORCH_CHECK_VALUE(rng.device().is_cpu(), "pysampler::ula_step (CPU): rng must be a CPU tensor; got ",
-                    rng.device());
-  const int64_t* rng_ptr = rng.const_data_ptr<int64_t>();
-  const int64_t seed = rng_ptr[0];
-  const int64_t offset = rng_ptr[rng.stride(0)];
-  TORCH_CHECK_VALUE(seed >= 0, "pysampler::ula_step: rng[0] (seed) must be in [0, 2**63); got ", seed);
-  TORCH_CHECK_VALUE(offset >= 0, "pysampler::ula_step: rng[1] (offset) must be in [0, 2**63); got ", offset);
+  const auto [seed, offset] = cpu::read_rng("pysampler::ula_step: ", rng);
 
   const at::Tensor xc = x.contiguous();
   const at::Tensor gc = grad.contiguous();
@@ -144,7 +124,7 @@ at::Tensor ula_step_cpu(const at::Tensor& x, const at::Tensor& grad, const at::T
     const auto kernel = prior ? &ula_step_kernel<scalar_t, true> : &ula_step_kernel<scalar_t, false>;
     kernel(xc.const_data_ptr<scalar_t>(), gc.const_data_ptr<scalar_t>(), hc.const_data_ptr<scalar_t>(),
            out.mutable_data_ptr<scalar_t>(), numel, per_chain, static_cast<scalar_t>(noise_scale),
-           static_cast<scalar_t>(prior_weight), static_cast<uint64_t>(seed), static_cast<uint64_t>(offset));
+           static_cast<scalar_t>(prior_weight), seed, offset);
   };
   if (xc.scalar_type() == at::kFloat) {
     run(0.0f);

@@ -48,7 +48,7 @@ TORCH = Backend("torch", differentiable=True)
 
 
 _BUILDERS: dict[str, Callable[[], Backend]] = {
-    "cpp": lambda: Backend("cpp", {"ula_step": native.ula_step}, dtypes=(torch.float32, torch.float64)),
+    "cpp": lambda: Backend("cpp", {name: getattr(native, name) for name in native.OPS}, dtypes=(torch.float32, torch.float64)),
     "triton": lambda: Backend("triton", triton_backend.overrides()),
 }
 

@@ -17,7 +17,7 @@ import os
 
 import torch
 
-__all__ = ["available", "load_error", "library_path", "ula_step"]
+__all__ = ["OPS", "available", "load_error", "library_path", "ula_step", "kinetic_oba", "kinetic_bo"]
 
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -49,6 +49,10 @@ try:
     _load()
 except Exception as exc:  # pragma: no cover - belt and braces: importing must never raise
     _library_path, _load_error = None, f"{type(exc).__name__}: {exc}"
+
+
+#: the step ops the native library implements (the cpp backend's overrides)
+OPS = ("ula_step", "kinetic_oba", "kinetic_bo")
 
 
 def available() -> bool:
@@ -88,6 +92,31 @@ def ula_step(
     Returns:
         A new contiguous tensor shaped like x. Inputs are not modified.
     """
+    _require()
+    return torch.ops.pysampler.ula_step(x, grad, step_size, float(noise_scale), rng, float(prior_weight))
+
+
+def kinetic_oba(
+    x: torch.Tensor, v: torch.Tensor, grad: torch.Tensor, step_size: torch.Tensor, friction: torch.Tensor,
+    rng: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """First half of an OBABO step, O(h/2) B(h/2) A(h), in one pass (reference ``pysampler.ops.kinetic_oba``).
+
+    x, v, grad: (N, *event) float32 or float64; step_size, friction: (N,); rng: int64 (2,) on the CPU.
+    Returns new (x', v').
+    """
+    _require()
+    return torch.ops.pysampler.kinetic_oba(x, v, grad, step_size, friction, rng)
+
+
+def kinetic_bo(
+    v: torch.Tensor, grad: torch.Tensor, step_size: torch.Tensor, friction: torch.Tensor, rng: torch.Tensor
+) -> torch.Tensor:
+    """Second half of an OBABO step, B(h/2) O(h/2), in one pass (reference ``pysampler.ops.kinetic_bo``)."""
+    _require()
+    return torch.ops.pysampler.kinetic_bo(v, grad, step_size, friction, rng)
+
+
+def _require() -> None:
     if _library_path is None:
         raise RuntimeError(f"pysampler native extension is not available: {_load_error}")
-    return torch.ops.pysampler.ula_step(x, grad, step_size, float(noise_scale), rng, float(prior_weight))
