@@ -82,4 +82,52 @@ inline void check_kinetic_args(const char* op, const at::Tensor& v, const at::Te
   check_rng(op, rng);
 }
 
+// leapfrog_kick_drift: x, p, grad (N, *event); kick_size, step_size (N,).
+inline void check_kick_drift_args(const char* op, const at::Tensor& x, const at::Tensor& p, const at::Tensor& grad,
+                                  const at::Tensor& kick_size, const at::Tensor& step_size) {
+  check_state(op, x);
+  check_like_state(op, "p", p, x);
+  check_like_state(op, "grad", grad, x);
+  check_per_chain(op, "kick_size", kick_size, x);
+  check_per_chain(op, "step_size", step_size, x);
+}
+
+// kick: p, grad (N, *event); kick_size (N,).
+inline void check_kick_args(const char* op, const at::Tensor& p, const at::Tensor& grad, const at::Tensor& kick_size) {
+  check_state(op, p);
+  check_like_state(op, "grad", grad, p);
+  check_per_chain(op, "kick_size", kick_size, p);
+}
+
+// mala_accept: x, grad, y, grad_y (N, *event); energy, energy_y, step_size (N,).
+inline void check_mala_accept_args(const char* op, const at::Tensor& x, const at::Tensor& energy,
+                                   const at::Tensor& grad, const at::Tensor& y, const at::Tensor& energy_y,
+                                   const at::Tensor& grad_y, const at::Tensor& step_size, const at::Tensor& rng) {
+  check_state(op, x);
+  check_like_state(op, "grad", grad, x);
+  check_like_state(op, "y", y, x);
+  check_like_state(op, "grad_y", grad_y, x);
+  check_per_chain(op, "energy", energy, x);
+  check_per_chain(op, "energy_y", energy_y, x);
+  check_per_chain(op, "step_size", step_size, x);
+  check_rng(op, rng);
+}
+
+// hmc_accept: x, grad, p0, y, grad_y, p (N, *event); energy, energy_y, kick_size (N,).
+inline void check_hmc_accept_args(const char* op, const at::Tensor& x, const at::Tensor& energy,
+                                  const at::Tensor& grad, const at::Tensor& p0, const at::Tensor& y,
+                                  const at::Tensor& energy_y, const at::Tensor& grad_y, const at::Tensor& p,
+                                  const at::Tensor& kick_size, const at::Tensor& rng) {
+  check_state(op, x);
+  check_like_state(op, "grad", grad, x);
+  check_like_state(op, "p0", p0, x);
+  check_like_state(op, "y", y, x);
+  check_like_state(op, "grad_y", grad_y, x);
+  check_like_state(op, "p", p, x);
+  check_per_chain(op, "energy", energy, x);
+  check_per_chain(op, "energy_y", energy_y, x);
+  check_per_chain(op, "kick_size", kick_size, x);
+  check_rng(op, rng);
+}
+
 }  // namespace pysampler

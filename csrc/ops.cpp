@@ -37,6 +37,26 @@ TORCH_LIBRARY(pysampler, m) {
         {at::Tag::pt2_compliant_tag});
   m.def("kinetic_bo(Tensor v, Tensor grad, Tensor step_size, Tensor friction, Tensor rng) -> Tensor",
         {at::Tag::pt2_compliant_tag});
+  // HMC (pysampler.ops.momentum / leapfrog_kick_drift / kick / hmc_accept):
+  //   momentum: normal(seed, offset + i) shaped and typed like `like`;
+  //   leapfrog_kick_drift: p' = p - k grad, x' = x + h p'  -> (x', p');  kick: p - k grad  (k, h per chain).
+  m.def("momentum(Tensor rng, Tensor like) -> Tensor", {at::Tag::pt2_compliant_tag});
+  m.def("leapfrog_kick_drift(Tensor x, Tensor p, Tensor grad, Tensor kick_size, Tensor step_size) -> (Tensor, Tensor)",
+        {at::Tag::pt2_compliant_tag});
+  m.def("kick(Tensor p, Tensor grad, Tensor kick_size) -> Tensor", {at::Tag::pt2_compliant_tag});
+  // Metropolis-Hastings accepts, one reduction per chain; chain n accepts when
+  // uniform(seed, offset + n) < min(1, alpha); a non-finite log alpha rejects; rejected chains keep
+  // x, energy, grad exactly. Returns (x, energy, grad, accept_prob (N,), accepted (N,) bool).
+  //   mala_accept: log alpha = U(x) - U(y) - (|x - y + h grad_y|^2 - |y - x + h grad|^2) / (4h)
+  //   hmc_accept:  log alpha = (U(x) + |p0|^2/2) - (U(y) + |p - k grad_y|^2/2), -inf if y is not finite
+  m.def(
+      "mala_accept(Tensor x, Tensor energy, Tensor grad, Tensor y, Tensor energy_y, Tensor grad_y, "
+      "Tensor step_size, Tensor rng) -> (Tensor, Tensor, Tensor, Tensor, Tensor)",
+      {at::Tag::pt2_compliant_tag});
+  m.def(
+      "hmc_accept(Tensor x, Tensor energy, Tensor grad, Tensor p0, Tensor y, Tensor energy_y, Tensor grad_y, "
+      "Tensor p, Tensor kick_size, Tensor rng) -> (Tensor, Tensor, Tensor, Tensor, Tensor)",
+      {at::Tag::pt2_compliant_tag});
   // Test-only: the four Philox4x32-10 words at counters offset .. offset+n-1 for `seed`, as an
   // int64 tensor (n, 4) of uint32 values on the CPU. Checks the native stream bit for bit.
   m.def("philox_words(int seed, int offset, int n) -> Tensor", {at::Tag::pt2_compliant_tag});
@@ -66,10 +86,56 @@ at::Tensor kinetic_bo_meta(const at::Tensor& v, const at::Tensor& grad, const at
   return at::empty_like(v, at::MemoryFormat::Contiguous);
 }
 
+at::Tensor momentum_meta(const at::Tensor& rng, const at::Tensor& like) {
+  check_state("pysampler::momentum: ", like);
+  check_rng("pysampler::momentum: ", rng);
+  return at::empty_like(like, at::MemoryFormat::Contiguous);
+}
+
+std::tuple<at::Tensor, at::Tensor> leapfrog_kick_drift_meta(const at::Tensor& x, const at::Tensor& p,
+                                                            const at::Tensor& grad, const at::Tensor& kick_size,
+                                                            const at::Tensor& step_size) {
+  check_kick_drift_args("pysampler::leapfrog_kick_drift: ", x, p, grad, kick_size, step_size);
+  return {at::empty_like(x, at::MemoryFormat::Contiguous), at::empty_like(p, at::MemoryFormat::Contiguous)};
+}
+
+at::Tensor kick_meta(const at::Tensor& p, const at::Tensor& grad, const at::Tensor& kick_size) {
+  check_kick_args("pysampler::kick: ", p, grad, kick_size);
+  return at::empty_like(p, at::MemoryFormat::Contiguous);
+}
+
+using AcceptResult = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
+
+AcceptResult accept_meta_outputs(const at::Tensor& x, const at::Tensor& energy, const at::Tensor& grad) {
+  return {at::empty_like(x, at::MemoryFormat::Contiguous), at::empty_like(energy, at::MemoryFormat::Contiguous),
+          at::empty_like(grad, at::MemoryFormat::Contiguous), at::empty_like(energy, at::MemoryFormat::Contiguous),
+          at::empty_like(energy, energy.options().dtype(at::kBool), at::MemoryFormat::Contiguous)};
+}
+
+AcceptResult mala_accept_meta(const at::Tensor& x, const at::Tensor& energy, const at::Tensor& grad,
+                              const at::Tensor& y, const at::Tensor& energy_y, const at::Tensor& grad_y,
+                              const at::Tensor& step_size, const at::Tensor& rng) {
+  check_mala_accept_args("pysampler::mala_accept: ", x, energy, grad, y, energy_y, grad_y, step_size, rng);
+  return accept_meta_outputs(x, energy, grad);
+}
+
+AcceptResult hmc_accept_meta(const at::Tensor& x, const at::Tensor& energy, const at::Tensor& grad,
+                             const at::Tensor& p0, const at::Tensor& y, const at::Tensor& energy_y,
+                             const at::Tensor& grad_y, const at::Tensor& p, const at::Tensor& kick_size,
+                             const at::Tensor& rng) {
+  check_hmc_accept_args("pysampler::hmc_accept: ", x, energy, grad, p0, y, energy_y, grad_y, p, kick_size, rng);
+  return accept_meta_outputs(x, energy, grad);
+}
+
 }  // namespace
 }  // namespace pysampler
 
 TORCH_LIBRARY_IMPL(pysampler, Meta, m) {
+  m.impl("momentum", &pysampler::momentum_meta);
+  m.impl("leapfrog_kick_drift", &pysampler::leapfrog_kick_drift_meta);
+  m.impl("kick", &pysampler::kick_meta);
+  m.impl("mala_accept", &pysampler::mala_accept_meta);
+  m.impl("hmc_accept", &pysampler::hmc_accept_meta);
   m.impl("ula_step", &pysampler::ula_step_meta);
   m.impl("kinetic_oba", &pysampler::kinetic_oba_meta);
   m.impl("kinetic_bo", &pysampler::kinetic_bo_meta);

@@ -48,6 +48,27 @@ def assert_close(actual: torch.Tensor, expected: torch.Tensor, table: dict = TOL
     torch.testing.assert_close(actual, expected, atol=atol, rtol=rtol)
 
 
+def assert_close_compiled_noise(actual, expected, tol=1e-5, rare=1e-3, loose=1e-3):
+    """Noise-bearing results of compiled Triton kernels against the reference on a GPU.
+
+    Compiled Triton evaluates tl.randn's log and cos through libdevice (accurate), but its sqrt,
+    exp and float32 division are the GPU's approximate instructions and it contracts a·b + c into
+    FMAs, so results sit a float32 ulp or so from torch's; Box-Muller's radius sqrt(-2 log u)
+    amplifies such errors for the rare draws with u near 1, and a float32 ulp can flip the rounding
+    of a half-precision store. All elements must agree to ``loose`` (or one storage ulp, whichever
+    is larger); all but a fraction ``rare`` to ``tol`` (or the conftest table). A wrong index or
+    formula breaks most elements, so the check keeps its power. The interpreter (NumPy arithmetic)
+    is held to the conftest table.
+    """
+    lo, rel = TOLERANCES[expected.dtype]
+    a, e = actual.double(), expected.double()
+    err = (a - e).abs()
+    bound = max(tol, lo) + max(tol, rel) * e.abs()
+    assert bool((err <= max(loose, lo) + max(loose, rel) * e.abs()).all()), f"max error {err.max():.3g}"
+    frac = float((err > bound).double().mean())
+    assert frac <= rare, f"{frac:.2%} of elements beyond {tol:g}: max error {err.max():.3g}"
+
+
 def assert_gaussian_moments(x: torch.Tensor, mean: torch.Tensor, cov: torch.Tensor, z: float = Z) -> None:
     """Check sample mean and covariance of iid rows x (n, d) against a Gaussian N(mean, cov).
 

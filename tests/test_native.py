@@ -323,7 +323,6 @@ def _bad_cases():
         ("step_size", (x, x, h.double(), 1.0, r)),  # wrong dtype
         ("rng", (x, x, h, 1.0, torch.tensor([0, 0], dtype=torch.int32))),
         ("rng", (x, x, h, 1.0, torch.tensor([0, 0, 0]))),
-        (r"rng\[0\] \(seed\)", (x, x, h, 1.0, torch.tensor([-1, 0]))),
         (r"rng\[1\] \(offset\)", (x, x, h, 1.0, torch.tensor([0, -5]))),
     ]
 
@@ -439,3 +438,54 @@ def test_kinetic_bad_inputs_name_the_argument():
         native.kinetic_bo(v, grad.double(), h, gamma, r)
     with pytest.raises(ValueError, match="rng must be an int64"):
         native.kinetic_bo(v, grad, h, gamma, r.int())
+
+
+# --------------------------------------------------------------------- HMC and MH accept ops
+
+
+def _accept_args(dtype, n=9, d=5, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x, grad, y, grad_y, p0, p = (torch.randn(n, d, generator=g, dtype=dtype) for _ in range(6))
+    energy, energy_y = torch.randn(n, generator=g, dtype=dtype), torch.randn(n, generator=g, dtype=dtype)
+    h = torch.rand(n, generator=g, dtype=dtype) * 0.1 + 1e-3
+    return x, energy, grad, y, energy_y, grad_y, p0, p, h
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_opcheck_hmc_and_accept_ops(dtype):
+    x, e, g, y, ey, gy, p0, p, h = _accept_args(dtype)
+    r = _rng(3, 2**32 - 1)
+    pys = torch.ops.pysampler
+    torch.library.opcheck(pys.momentum.default, (r, x))
+    torch.library.opcheck(pys.leapfrog_kick_drift.default, (x, p, g, h, h))
+    torch.library.opcheck(pys.kick.default, (p, g, h))
+    torch.library.opcheck(pys.mala_accept.default, (x, e, g, y, ey, gy, h, r))
+    torch.library.opcheck(pys.hmc_accept.default, (x, e, g, p0, y, ey, gy, p, h, r))
+
+
+def test_accept_ops_independent_of_thread_count():
+    x, e, g, y, ey, gy, p0, p, h = _accept_args(torch.float32, n=3000, d=7)
+    r = _rng(11, 5)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = (native.mala_accept(x, e, g, y, ey, gy, h, r), native.hmc_accept(x, e, g, p0, y, ey, gy, p, h, r))
+        torch.set_num_threads(max(2, threads))
+        many = (native.mala_accept(x, e, g, y, ey, gy, h, r), native.hmc_accept(x, e, g, p0, y, ey, gy, p, h, r))
+    finally:
+        torch.set_num_threads(threads)
+    for a, b in zip(one, many, strict=True):
+        assert all(torch.equal(u, v) for u, v in zip(a, b, strict=True))
+
+
+def test_accept_bad_inputs_name_the_argument():
+    x, e, g, y, ey, gy, p0, p, h = _accept_args(torch.float32)
+    r = _rng(0, 0)
+    with pytest.raises(ValueError, match="mala_accept: energy_y must have shape"):
+        torch.ops.pysampler.mala_accept(x, e, g, y, ey[:3], gy, h, r)
+    with pytest.raises(ValueError, match="hmc_accept: p0 must have the shape of x"):
+        torch.ops.pysampler.hmc_accept(x, e, g, p0[:, :2], y, ey, gy, p, h, r)
+    with pytest.raises(ValueError, match="leapfrog_kick_drift: kick_size must have the dtype of x"):
+        torch.ops.pysampler.leapfrog_kick_drift(x, p, g, h.double(), h)
+    with pytest.raises(ValueError, match="momentum: rng must have shape"):
+        torch.ops.pysampler.momentum(torch.tensor([1, 2, 3]), x)

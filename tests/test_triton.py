@@ -20,8 +20,8 @@ import pytest
 import torch
 
 import pysampler as ps
-from conftest import TOLERANCES, TOLERANCES_NO_NOISE, TRITON_DEVICE, assert_close
-from pysampler import ops, rng
+from conftest import TOLERANCES, TRITON_DEVICE, assert_close, assert_close_compiled_noise
+from pysampler import ops
 
 pytest.importorskip("triton")
 pytestmark = pytest.mark.skipif(
@@ -69,30 +69,9 @@ def _per_chain(n, dtype, lo, hi, seed=1):
 def _close(actual, expected, table=TOLERANCES):
     assert actual.dtype == expected.dtype and actual.shape == expected.shape
     if table is TOLERANCES and not _interpreted():
-        _close_compiled_noise(actual.cpu(), expected.cpu())
+        assert_close_compiled_noise(actual.cpu(), expected.cpu())
     else:
         assert_close(actual.cpu(), expected.cpu(), table)
-
-
-def _close_compiled_noise(actual, expected, tol=1e-5, rare=1e-3, loose=1e-3):
-    """Noise-bearing results of the compiled kernels against the reference on the GPU.
-
-    Compiled Triton evaluates tl.randn's log and cos through libdevice (accurate), but its sqrt,
-    exp and float32 division are the GPU's approximate instructions and it contracts a·b + c into
-    FMAs, so results sit a float32 ulp or so from torch's; Box-Muller's radius sqrt(-2 log u)
-    amplifies such errors for the rare draws with u near 1, and a float32 ulp can flip the rounding
-    of a half-precision store. All elements must agree to ``loose`` (or one storage ulp, whichever
-    is larger); all but a fraction ``rare`` to ``tol`` (or the conftest table). A wrong index or
-    formula breaks most elements, so the check keeps its power. The interpreter (NumPy arithmetic)
-    is held to the conftest table.
-    """
-    lo, rel = TOLERANCES[expected.dtype]
-    a, e = actual.double(), expected.double()
-    err = (a - e).abs()
-    bound = max(tol, lo) + max(tol, rel) * e.abs()
-    assert bool((err <= max(loose, lo) + max(loose, rel) * e.abs()).all()), f"max error {err.max():.3g}"
-    frac = float((err > bound).double().mean())
-    assert frac <= rare, f"{frac:.2%} of elements beyond {tol:g}: max error {err.max():.3g}"
 
 
 # ---------------------------------------------------------------------------------- interpreter
@@ -105,173 +84,7 @@ def test_kernels_run_where_expected():
     assert "triton" not in ps.available_backends("meta")
 
 
-# ------------------------------------------------------------------------------ elementwise ops
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("shape", SHAPES)
-# 0.3 and 0.1 are not float32 numbers: float64 kernels must still use them at double precision.
-@pytest.mark.parametrize("noise_scale,prior_weight", [(1.0, 0.0), (0.0, 0.0), (0.5, 1.0), (1.0, 0.25), (0.3, 0.1), (0.0, 0.1)])
-def test_ula_step(triton, dtype, shape, noise_scale, prior_weight):
-    x, grad = _inputs(shape, dtype, 2)
-    h = _per_chain(shape[0], dtype, 0.01, 0.3)
-    for seed, offset in SEED_OFFSETS:
-        r = _rng(seed, offset)
-        out = triton.ula_step(x, grad, h, noise_scale, r, prior_weight)
-        ref = ops.ula_step(x, grad, h, noise_scale, r, prior_weight)
-        _close(out, ref, TOLERANCES if noise_scale else TOLERANCES_NO_NOISE)
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("shape", SHAPES)
-def test_kinetic_obabo_halves(triton, dtype, shape):
-    x, v, grad = _inputs(shape, dtype, 3)
-    h = _per_chain(shape[0], dtype, 0.01, 0.3)
-    # Frictions from tiny (γh ~ 1e-6, where 1 − e^{−γh} needs expm1) to large.
-    gamma = _per_chain(shape[0], dtype, 1e-4, 20.0, seed=2)
-    for seed, offset in SEED_OFFSETS[:2]:
-        r = _rng(seed, offset)
-        x1, v1 = triton.kinetic_oba(x, v, grad, h, gamma, r)
-        rx, rv = ops.kinetic_oba(x, v, grad, h, gamma, r)
-        _close(x1, rx)
-        _close(v1, rv)
-        _close(triton.kinetic_bo(v, grad, h, gamma, r), ops.kinetic_bo(v, grad, h, gamma, r))
-
-
-def test_ou_noise_scale_for_tiny_friction(triton):
-    # √(1 − e^{−γh}) at γh = 1e-7: naive 1 − exp loses all digits in float32; expm1 keeps them.
-    x = torch.zeros(1, 4096, device=DEV)
-    h = torch.full((1,), 0.1, device=DEV)
-    gamma = torch.full((1,), 1e-6, device=DEV)
-    _, v = triton.kinetic_oba(x, x, x, h, gamma, _rng(3, 0))
-    z = rng.normal(3, 0, (1, 4096), device=DEV)
-    ratio = float((v / z).median())
-    assert abs(ratio - (1e-7) ** 0.5) < 1e-6 * (1e-7) ** 0.5 * 10
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("shape", SHAPES)
-def test_hmc_elementwise(triton, dtype, shape):
-    x, p, grad = _inputs(shape, dtype, 3)
-    h = _per_chain(shape[0], dtype, 0.01, 0.3)
-    k = 0.5 * h
-    x1, p1 = triton.leapfrog_kick_drift(x, p, grad, k, h)
-    rx, rp = ops.leapfrog_kick_drift(x, p, grad, k, h)
-    _close(x1, rx, TOLERANCES_NO_NOISE)
-    _close(p1, rp, TOLERANCES_NO_NOISE)
-    _close(triton.kick(p, grad, k), ops.kick(p, grad, k), TOLERANCES_NO_NOISE)
-    for seed, offset in SEED_OFFSETS:
-        r = _rng(seed, offset)
-        _close(triton.momentum(r, x), ops.momentum(r, x))
-
-
-# ----------------------------------------------------------------------------- MH accept kernels
-
-
-def _accept_tolerance(dtype, d):
-    # Sums of d squares in another order: relative error ~ d·eps of the compute dtype, divided by 4h.
-    eps = torch.finfo(_compute(dtype)).eps
-    return 50 * d * eps
-
-
-def _check_accept(out, ref, u, current, proposed, dtype, d):
-    """Compare (x, energy, grad, accept_prob, accepted) with the reference away from the tie band."""
-    tol = _accept_tolerance(dtype, d)
-    torch.testing.assert_close(out[3].cpu(), ref[3].cpu(), atol=tol, rtol=tol)
-    clear = ((u - ref[3].cpu().double()).abs() > 2 * tol).to(DEV)
-    assert bool(clear.any())
-    assert torch.equal(out[4][clear], ref[4][clear])
-    acc = out[4]
-    # Every output row is exactly the kept or the proposed input row (a copy, no arithmetic).
-    for got, cur, prop in zip(out[:3], current, proposed, strict=True):
-        want = torch.where(acc.reshape(-1, *([1] * (cur.ndim - 1))), prop, cur)
-        assert got.dtype == cur.dtype and torch.equal(got, want)
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("shape", SHAPES + [(700, 3)])
-def test_mala_accept(triton, dtype, shape):
-    x, grad, noise, grad_y = _inputs(shape, dtype, 4)
-    n = shape[0]
-    d = x[0].numel()
-    h = _per_chain(n, dtype, 0.001, 0.05)
-    y = (x.to(torch.float64) + 0.05 * noise.to(torch.float64)).to(dtype)  # a nearby proposal
-    e = _per_chain(n, dtype, -1.0, 1.0, seed=3)
-    e_y = e + _per_chain(n, dtype, -0.5, 0.5, seed=4)
-    r = _rng(99, 2**32 - 3)
-    out = triton.mala_accept(x, e, grad, y, e_y, grad_y, h, r)
-    ref = ops.mala_accept(x, e, grad, y, e_y, grad_y, h, r)
-    u = rng.uniform(99, 2**32 - 3, n).double()
-    _check_accept(out, ref, u, (x, e, grad), (y, e_y, grad_y), dtype, d)
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("shape", SHAPES + [(700, 3)])
-def test_hmc_accept(triton, dtype, shape):
-    x, grad, p0, y, grad_y, p = _inputs(shape, dtype, 6)
-    n = shape[0]
-    d = x[0].numel()
-    e = _per_chain(n, dtype, -1.0, 1.0, seed=3)
-    # Energies chosen so that H changes by O(1): a mix of accepts and rejects.
-    k = _per_chain(n, dtype, 0.01, 0.1, seed=5)  # the closing half kick, applied inside
-    p_end = p.to(_compute(dtype)) - ops.per_chain(k, p) * grad_y.to(_compute(dtype))
-    ke0 = 0.5 * p0.to(_compute(dtype)).flatten(1).square().sum(1)
-    ke1 = 0.5 * p_end.flatten(1).square().sum(1)
-    e_y = e + ke0 - ke1 + _per_chain(n, dtype, -1.5, 1.0, seed=4)
-    r = _rng(5, 17)
-    out = triton.hmc_accept(x, e, grad, p0, y, e_y, grad_y, p, k, r)
-    ref = ops.hmc_accept(x, e, grad, p0, y, e_y, grad_y, p, k, r)
-    u = rng.uniform(5, 17, n).double()
-    _check_accept(out, ref, u, (x, e, grad), (y, e_y, grad_y), dtype, d)
-
-
-@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # the interpreter's NumPy on NaN
-@pytest.mark.parametrize("op", ["mala", "hmc"])
-def test_accept_rejects_non_finite_proposals(triton, op):
-    n, d = 6, 5
-    x, grad, y, grad_y, p = _inputs((n, d), torch.float32, 5)
-    e = torch.zeros(n, device=DEV)
-    e_y = torch.full((n,), -100.0, device=DEV)  # α = 1 for every finite proposal
-    y[1, 2] = float("inf")
-    y[2, 0] = float("nan")
-    grad_y[3, 4] = float("nan")
-    e_y[4] = float("nan")
-    e_y[5] = float("-inf")
-    r = _rng(1, 0)
-    if op == "mala":
-        h = torch.full((n,), 1e-4, device=DEV)
-        x_, e_, g_, prob, acc = triton.mala_accept(x, e, grad, y, e_y, grad_y, h, r)
-        want = [True, False, False, False, False, False]
-    else:
-        p0 = p.clone()
-        k = torch.full((n,), 1e-4, device=DEV)
-        x_, e_, g_, prob, acc = triton.hmc_accept(x, e, grad, p0, y, e_y, grad_y, p, k, r)
-        # A non-finite ∇U(y) enters H through the closing kick: chain 3 is rejected too.
-        want = [True, False, False, False, False, False]
-    assert acc.tolist() == want
-    assert bool(torch.isfinite(prob).all()) and prob[~acc].eq(0).all()
-    assert torch.equal(x_[~acc], x[~acc]) and torch.equal(g_[~acc], grad[~acc]) and torch.equal(e_[~acc], e[~acc])
-
-
-# ------------------------------------------------------------------------------------- diffusion
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("shape", SHAPES)
-def test_diffusion_ops(triton, dtype, shape):
-    sched = ps.diffusion.VPSchedule(10)
-    x0, xt = _inputs(shape, dtype, 2)
-    n = shape[0]
-    t = torch.randint(0, 10, (n,), generator=torch.Generator().manual_seed(n)).to(DEV)
-    cdt = _compute(dtype)
-    names = ("posterior_mean_coef_x0", "posterior_mean_coef_xt", "posterior_std")
-    tables = [getattr(sched, k).to(device=DEV, dtype=cdt) for k in names]
-    names = ("sqrt_alphas_cumprod", "sqrt_one_minus_alphas_cumprod")
-    q_tables = [getattr(sched, k).to(device=DEV, dtype=cdt) for k in names]
-    for seed, offset in SEED_OFFSETS:
-        r = _rng(seed, offset)
-        _close(triton.posterior_sample(x0, xt, t, *tables, r), ops.posterior_sample(x0, xt, t, *tables, r))
-        _close(triton.q_sample(x0, t, *q_tables, r), ops.q_sample(x0, t, *q_tables, r))
+# ------------------------------------------------------------------- Triton-specific behaviour
 
 
 def test_diffusion_public_api_on_triton():
@@ -288,33 +101,6 @@ def test_diffusion_public_api_on_triton():
     assert torch.equal(out, x0)
 
 
-# ---------------------------------------------------------------------------- layouts and errors
-
-
-def test_non_contiguous_inputs(triton):
-    base, gbase = _inputs((6, 10), torch.float32, 2)
-    x, grad = base.t(), gbase.t()  # (10, 6) transposed views
-    assert not x.is_contiguous()
-    h = _per_chain(10, torch.float32, 0.01, 0.1)
-    r = _rng(4, 4)
-    _close(triton.ula_step(x, grad, h, 1.0, r), ops.ula_step(x, grad, h, 1.0, r))
-    same = triton.ula_step(x.contiguous(), grad.contiguous(), h, 1.0, r)
-    _close(triton.ula_step(x, grad, h, 1.0, r), same, TOLERANCES_NO_NOISE)
-
-
-def test_inputs_are_not_modified(triton):
-    x, grad, v = _inputs((4, 9), torch.float32, 3)
-    h = _per_chain(4, torch.float32, 0.01, 0.1)
-    saved = [t.clone() for t in (x, grad, v, h)]
-    r = _rng(1, 2)
-    triton.ula_step(x, grad, h, 1.0, r)
-    triton.kinetic_oba(x, v, grad, h, h, r)
-    triton.kinetic_bo(v, grad, h, h, r)
-    for a, b in zip((x, grad, v, h), saved, strict=True):
-        assert torch.equal(a, b)
-    assert r.tolist() == [1, 2]
-
-
 def test_bad_inputs_name_the_argument(triton):
     x, grad = _inputs((4, 3), torch.float32, 2)
     h = torch.full((4,), 0.1, device=DEV)
@@ -329,43 +115,6 @@ def test_bad_inputs_name_the_argument(triton):
         triton.ula_step(x.int(), grad.int(), h, 1.0, r)
     with pytest.raises(ValueError, match="t_index must be an int64"):
         triton.q_sample(x, torch.zeros(4, dtype=torch.int32, device=DEV), h, h, r)
-
-
-# ------------------------------------------------------------------------------ whole samplers
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize(
-    "sampler",
-    [ps.ULA(0.05), ps.ULA(0.05, noise_scale=0.0), ps.MALA(0.1), ps.KineticLangevin(0.1, 1.5), ps.HMC(0.1, 3)],
-    ids=["ULA", "ULA-noise-free", "MALA", "KLA", "HMC"],
-)
-def test_sampler_chains_match_reference(sampler, dtype):
-    # The same seed gives the same chains on backend="triton" and the reference, to float precision.
-    target = ps.Gaussian(torch.tensor([1.0, -1.0, 0.5], device=DEV), torch.tensor([1.0, 0.5, 2.0], device=DEV))
-    x0 = torch.randn(64, 3, generator=torch.Generator().manual_seed(0), dtype=dtype).to(DEV)
-    step_size = torch.linspace(0.05, 0.15, 64, dtype=ops.compute_dtype(dtype), device=DEV)  # per chain
-    sampler = type(sampler)(**{**sampler.__dict__, "step_size": step_size})
-    ref = ps.sample(target, x0, sampler, 15, seed=8, backend="torch")
-    out = ps.sample(target, x0, sampler, 15, seed=8, backend="triton")
-    assert out.backend == "triton" and out.x.dtype == dtype
-    if dtype in (torch.float32, torch.float64) and _interpreted():
-        tol = 1e-5 if dtype == torch.float32 else 1e-6
-        torch.testing.assert_close(out.x, ref.x, atol=tol, rtol=tol)
-        torch.testing.assert_close(out.accept_rate, ref.accept_rate)
-    elif dtype in (torch.float32, torch.float64):
-        # Compiled: the noise agrees to float32 ulps but for rare small-radius draws (see
-        # _close_compiled_noise); over 15 steps those errors contract or stay put.
-        _close_compiled_noise(out.x.cpu(), ref.x.cpu(), tol=1e-4, rare=0.02, loose=1e-2)
-    elif dtype == torch.bfloat16 and _interpreted():
-        # Triton's interpreter casts float32 -> bfloat16 by truncation (compiled Triton rounds to
-        # nearest even, as torch does), so each bfloat16 store may sit one ulp off the reference and
-        # the chains drift apart by a few ulps (each op is checked to one ulp above).
-        assert float((out.x.float() - ref.x.float()).abs().median()) <= 8 * torch.finfo(dtype).eps
-    else:
-        # The same float32 arithmetic rounded once per store: the chains agree to a storage ulp.
-        _close(out.x, ref.x)
-    assert int(out.state.rng[1]) == int(ref.state.rng[1])
 
 
 def test_auto_picks_triton_on_cuda_only():

@@ -15,11 +15,13 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <tuple>
 
 #include "../checks.h"
+#include "chains.h"
 #include "noise.h"
 
 namespace pysampler {
@@ -27,43 +29,6 @@ namespace {
 
 constexpr int64_t kBlock = cpu::kNoiseBlock;
 constexpr int64_t kGrain = 8192;  // fewest elements worth a thread of their own
-
-// Per-chain coefficients of one OBABO half step, spread over a block's elements.
-template <typename scalar_t>
-struct ChainCoefficients {
-  const scalar_t* step;
-  const scalar_t* friction;
-  int64_t per_chain;
-  int64_t chain = -1;
-  int64_t left = 0;
-  scalar_t h = 0, a = 0, b = 0;
-
-  void start(int64_t begin) {
-    chain = begin / per_chain;
-    left = (chain + 1) * per_chain - begin;
-    load();
-  }
-  void load() {
-    h = step[chain];
-    const scalar_t gh = friction[chain] * h;  // as the reference: friction * step_size
-    a = std::exp(scalar_t(-0.5) * gh);
-    b = std::sqrt(-std::expm1(-gh));
-  }
-  // hb, ab, bb[k] for the next len elements.
-  void fill(int64_t len, scalar_t* hb, scalar_t* ab, scalar_t* bb) {
-    for (int64_t k = 0; k < len; ++k) {
-      if (left == 0) {
-        ++chain;
-        left = per_chain;
-        load();
-      }
-      --left;
-      hb[k] = h;
-      ab[k] = a;
-      bb[k] = b;
-    }
-  }
-};
 
 // kOba: O(h/2) B(h/2) A(h) on (x, v) -> (x_out, v_out); else B(h/2) O(h/2) on v -> v_out (x unused).
 template <typename scalar_t, bool kOba>
@@ -76,13 +41,17 @@ void kinetic_kernel(const scalar_t* x, const scalar_t* v, const scalar_t* g, con
     alignas(64) scalar_t hb[kBlock];
     alignas(64) scalar_t ab[kBlock];
     alignas(64) scalar_t bb[kBlock];
-    ChainCoefficients<scalar_t> coef{step, friction, per_chain};
+    // (h, a, b) per chain: a = exp(-gamma h / 2), b = sqrt(-expm1(-gamma h)), gamma h as the reference.
+    auto coef = cpu::chain_cursor<scalar_t, 3>(per_chain, [&](int64_t n) {
+      const scalar_t h = step[n], gh = friction[n] * h;
+      return std::array<scalar_t, 3>{h, std::exp(scalar_t(-0.5) * gh), std::sqrt(-std::expm1(-gh))};
+    });
     coef.start(begin);
     const Vec half(scalar_t(0.5));
     for (int64_t s = begin; s < end; s += kBlock) {
       const int64_t len = std::min(kBlock, end - s);
       cpu::fill_normals(seed, offset + static_cast<uint64_t>(s), len, z);
-      coef.fill(len, hb, ab, bb);
+      coef.fill(len, {hb, ab, bb});
       int64_t j = 0;
       for (; j + Vec::size() <= len; j += Vec::size()) {
         const Vec h = Vec::loadu(hb + j), a = Vec::loadu(ab + j), b = Vec::loadu(bb + j);

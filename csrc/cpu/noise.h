@@ -140,13 +140,13 @@ inline bool use_avx2() {
 }
 #endif
 
-// (seed, offset) from a CPU rng tensor (int64 (2,)), both checked to be in [0, 2**63).
+// (seed, offset) from a CPU rng tensor (int64 (2,)). The seed's 64 bits are the Philox key (a seed
+// >= 2**63 is stored negative, as in every backend); the offset must be in [0, 2**63).
 inline std::pair<uint64_t, uint64_t> read_rng(const char* op, const at::Tensor& rng) {
   TORCH_CHECK_VALUE(rng.device().is_cpu(), op, "rng must be a CPU tensor for CPU inputs; got ", rng.device());
   const int64_t* p = rng.const_data_ptr<int64_t>();
   const int64_t seed = p[0];
   const int64_t offset = p[rng.stride(0)];
-  TORCH_CHECK_VALUE(seed >= 0, op, "rng[0] (seed) must be in [0, 2**63); got ", seed);
   TORCH_CHECK_VALUE(offset >= 0, op, "rng[1] (offset) must be in [0, 2**63); got ", offset);
   return {static_cast<uint64_t>(seed), static_cast<uint64_t>(offset)};
 }

@@ -17,7 +17,10 @@ import os
 
 import torch
 
-__all__ = ["OPS", "available", "load_error", "library_path", "ula_step", "kinetic_oba", "kinetic_bo"]
+__all__ = [
+    "OPS", "available", "load_error", "library_path",
+    "ula_step", "kinetic_oba", "kinetic_bo", "momentum", "leapfrog_kick_drift", "kick", "mala_accept", "hmc_accept",
+]
 
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -52,7 +55,7 @@ except Exception as exc:  # pragma: no cover - belt and braces: importing must n
 
 
 #: the step ops the native library implements (the cpp backend's overrides)
-OPS = ("ula_step", "kinetic_oba", "kinetic_bo")
+OPS = ("ula_step", "kinetic_oba", "kinetic_bo", "momentum", "leapfrog_kick_drift", "kick", "mala_accept", "hmc_accept")
 
 
 def available() -> bool:
@@ -115,6 +118,56 @@ def kinetic_bo(
     """Second half of an OBABO step, B(h/2) O(h/2), in one pass (reference ``pysampler.ops.kinetic_bo``)."""
     _require()
     return torch.ops.pysampler.kinetic_bo(v, grad, step_size, friction, rng)
+
+
+def momentum(rng: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Standard normals shaped like ``like``, normal i at counter offset + i (reference ``pysampler.ops.momentum``)."""
+    _require()
+    return torch.ops.pysampler.momentum(rng, like)
+
+
+def leapfrog_kick_drift(
+    x: torch.Tensor, p: torch.Tensor, grad: torch.Tensor, kick_size: torch.Tensor, step_size: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """p' = p − k∇U, x' = x + h·p' in one pass (reference ``pysampler.ops.leapfrog_kick_drift``)."""
+    _require()
+    return torch.ops.pysampler.leapfrog_kick_drift(x, p, grad, kick_size, step_size)
+
+
+def kick(p: torch.Tensor, grad: torch.Tensor, kick_size: torch.Tensor) -> torch.Tensor:
+    """p − k∇U (reference ``pysampler.ops.kick``)."""
+    _require()
+    return torch.ops.pysampler.kick(p, grad, kick_size)
+
+
+def mala_accept(
+    x: torch.Tensor, energy: torch.Tensor, grad: torch.Tensor,
+    y: torch.Tensor, energy_y: torch.Tensor, grad_y: torch.Tensor,
+    step_size: torch.Tensor, rng: torch.Tensor,
+):
+    """MALA accept/reject, one reduction per chain (reference ``pysampler.ops.mala_accept``).
+
+    Energies are taken in x's dtype. Returns (x, energy, grad, accept_prob, accepted).
+    """
+    _require()
+    return torch.ops.pysampler.mala_accept(
+        x, energy.to(x.dtype), grad, y, energy_y.to(x.dtype), grad_y, step_size, rng
+    )
+
+
+def hmc_accept(
+    x: torch.Tensor, energy: torch.Tensor, grad: torch.Tensor, p0: torch.Tensor,
+    y: torch.Tensor, energy_y: torch.Tensor, grad_y: torch.Tensor, p: torch.Tensor,
+    kick_size: torch.Tensor, rng: torch.Tensor,
+):
+    """HMC accept/reject with the closing half kick folded in (reference ``pysampler.ops.hmc_accept``).
+
+    Energies are taken in x's dtype. Returns (x, energy, grad, accept_prob, accepted).
+    """
+    _require()
+    return torch.ops.pysampler.hmc_accept(
+        x, energy.to(x.dtype), grad, p0, y, energy_y.to(x.dtype), grad_y, p, kick_size, rng
+    )
 
 
 def _require() -> None:

@@ -1,0 +1,161 @@
+// CPU implementations of the Metropolis-Hastings accept ops pysampler::mala_accept and
+// pysampler::hmc_accept (schemas: csrc/ops.cpp).
+//
+// Threads take contiguous ranges of chains (at::parallel_for). For each chain: one pass over its
+// row reduces what log alpha needs (in double), the MH test draws the chain's uniform at counter
+// offset + n, and the kept or the proposed row is copied to the outputs (x, grad) together with
+// its energy. Rejected chains get back exactly their position, energy and cached gradient.
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
+#include <c10/util/Exception.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <tuple>
+
+#include "../checks.h"
+#include "../philox.h"
+#include "noise.h"
+
+namespace pysampler {
+namespace {
+
+using AcceptResult = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
+
+constexpr int64_t kGrainElements = 8192;  // fewest elements worth a thread of their own
+
+// MH test of one chain: accept when u < min(1, alpha); a non-finite log alpha is a rejection.
+template <typename scalar_t>
+inline bool mh_accept(scalar_t log_alpha, uint64_t seed, uint64_t counter, scalar_t& accept_prob) {
+  if (!std::isfinite(log_alpha)) {
+    log_alpha = -std::numeric_limits<scalar_t>::infinity();
+  }
+  accept_prob = std::exp(std::min(log_alpha, scalar_t(0)));
+  const scalar_t u = static_cast<scalar_t>(philox_uniform(seed, counter));
+  return u < accept_prob;
+}
+
+// Outputs of an accept op and the loop over chains shared by both ops. `log_alpha(n, row)` gives
+// chain n's log alpha; the rest (MH test, row copies) is the same for MALA and HMC.
+template <typename scalar_t, typename LogAlpha>
+AcceptResult accept_rows(const char* op, const at::Tensor& x, const at::Tensor& energy, const at::Tensor& grad,
+                         const at::Tensor& y, const at::Tensor& energy_y, const at::Tensor& grad_y,
+                         const at::Tensor& rng, LogAlpha log_alpha) {
+  const auto [seed, offset] = cpu::read_rng(op, rng);
+  const int64_t n_chains = x.size(0);
+  const int64_t d = n_chains == 0 ? 0 : x.numel() / n_chains;
+  at::Tensor x_out = at::empty_like(x, at::MemoryFormat::Contiguous);
+  at::Tensor g_out = at::empty_like(grad, at::MemoryFormat::Contiguous);
+  at::Tensor e_out = at::empty_like(energy, at::MemoryFormat::Contiguous);
+  at::Tensor prob = at::empty({n_chains}, x.options());
+  at::Tensor accepted = at::empty({n_chains}, x.options().dtype(at::kBool));
+  const scalar_t* xp = x.const_data_ptr<scalar_t>();
+  const scalar_t* yp = y.const_data_ptr<scalar_t>();
+  const scalar_t* gp = grad.const_data_ptr<scalar_t>();
+  const scalar_t* gyp = grad_y.const_data_ptr<scalar_t>();
+  const scalar_t* ep = energy.const_data_ptr<scalar_t>();
+  const scalar_t* eyp = energy_y.const_data_ptr<scalar_t>();
+  scalar_t* xo = x_out.mutable_data_ptr<scalar_t>();
+  scalar_t* go = g_out.mutable_data_ptr<scalar_t>();
+  scalar_t* eo = e_out.mutable_data_ptr<scalar_t>();
+  scalar_t* po = prob.mutable_data_ptr<scalar_t>();
+  bool* ao = accepted.mutable_data_ptr<bool>();
+  const int64_t grain = std::max<int64_t>(1, kGrainElements / std::max<int64_t>(d, 1));
+  at::parallel_for(0, n_chains, grain, [&](int64_t begin, int64_t end) {
+    for (int64_t n = begin; n < end; ++n) {
+      scalar_t p;
+      const bool acc = mh_accept(log_alpha(n, n * d), seed, offset + static_cast<uint64_t>(n), p);
+      po[n] = p;
+      ao[n] = acc;
+      eo[n] = acc ? eyp[n] : ep[n];
+      std::memcpy(xo + n * d, (acc ? yp : xp) + n * d, sizeof(scalar_t) * d);
+      std::memcpy(go + n * d, (acc ? gyp : gp) + n * d, sizeof(scalar_t) * d);
+    }
+  });
+  return {x_out, e_out, g_out, prob, accepted};
+}
+
+AcceptResult mala_accept_cpu(const at::Tensor& x, const at::Tensor& energy, const at::Tensor& grad,
+                             const at::Tensor& y, const at::Tensor& energy_y, const at::Tensor& grad_y,
+                             const at::Tensor& step_size, const at::Tensor& rng) {
+  constexpr const char* op = "pysampler::mala_accept: ";
+  check_mala_accept_args(op, x, energy, grad, y, energy_y, grad_y, step_size, rng);
+  const at::Tensor xc = x.contiguous(), yc = y.contiguous(), gc = grad.contiguous(), gyc = grad_y.contiguous();
+  const at::Tensor ec = energy.contiguous(), eyc = energy_y.contiguous(), hc = step_size.contiguous();
+  const int64_t d = x.size(0) == 0 ? 0 : x.numel() / x.size(0);
+  const auto run = [&](auto zero) {
+    using scalar_t = decltype(zero);
+    const scalar_t *xp = xc.const_data_ptr<scalar_t>(), *yp = yc.const_data_ptr<scalar_t>();
+    const scalar_t *gp = gc.const_data_ptr<scalar_t>(), *gyp = gyc.const_data_ptr<scalar_t>();
+    const scalar_t *ep = ec.const_data_ptr<scalar_t>(), *eyp = eyc.const_data_ptr<scalar_t>();
+    const scalar_t* hp = hc.const_data_ptr<scalar_t>();
+    // log alpha = U(x) - U(y) - (|x - y + h grad_y|^2 - |y - x + h grad|^2) / (4h)   (Roberts & Tweedie 1996)
+    const auto log_alpha = [=](int64_t n, int64_t row) {
+      const scalar_t h = hp[n];
+      double fwd = 0.0, bwd = 0.0;
+      for (int64_t j = row; j < row + d; ++j) {
+        const scalar_t diff = yp[j] - xp[j];
+        const scalar_t a = diff + h * gp[j];
+        const scalar_t b = -diff + h * gyp[j];
+        fwd += static_cast<double>(a) * a;
+        bwd += static_cast<double>(b) * b;
+      }
+      return ep[n] - eyp[n] - (static_cast<scalar_t>(bwd) - static_cast<scalar_t>(fwd)) / (scalar_t(4) * h);
+    };
+    return accept_rows<scalar_t>(op, xc, ec, gc, yc, eyc, gyc, rng, log_alpha);
+  };
+  return x.scalar_type() == at::kFloat ? run(0.0f) : run(0.0);
+}
+
+AcceptResult hmc_accept_cpu(const at::Tensor& x, const at::Tensor& energy, const at::Tensor& grad,
+                            const at::Tensor& p0, const at::Tensor& y, const at::Tensor& energy_y,
+                            const at::Tensor& grad_y, const at::Tensor& p, const at::Tensor& kick_size,
+                            const at::Tensor& rng) {
+  constexpr const char* op = "pysampler::hmc_accept: ";
+  check_hmc_accept_args(op, x, energy, grad, p0, y, energy_y, grad_y, p, kick_size, rng);
+  const at::Tensor xc = x.contiguous(), yc = y.contiguous(), gc = grad.contiguous(), gyc = grad_y.contiguous();
+  const at::Tensor p0c = p0.contiguous(), pc = p.contiguous();
+  const at::Tensor ec = energy.contiguous(), eyc = energy_y.contiguous(), kc = kick_size.contiguous();
+  const int64_t d = x.size(0) == 0 ? 0 : x.numel() / x.size(0);
+  const auto run = [&](auto zero) {
+    using scalar_t = decltype(zero);
+    const scalar_t *yp = yc.const_data_ptr<scalar_t>(), *gyp = gyc.const_data_ptr<scalar_t>();
+    const scalar_t *p0p = p0c.const_data_ptr<scalar_t>(), *pp = pc.const_data_ptr<scalar_t>();
+    const scalar_t *ep = ec.const_data_ptr<scalar_t>(), *eyp = eyc.const_data_ptr<scalar_t>();
+    const scalar_t* kp = kc.const_data_ptr<scalar_t>();
+    // H = U + |p|^2 / 2 with the closing half kick p - k grad_y applied here; a non-finite y rejects.
+    const auto log_alpha = [=](int64_t n, int64_t row) {
+      const scalar_t k = kp[n];
+      double ke0 = 0.0, ke1 = 0.0;
+      bool finite = true;
+      for (int64_t j = row; j < row + d; ++j) {
+        const scalar_t pe = pp[j] - k * gyp[j];
+        ke0 += static_cast<double>(p0p[j]) * p0p[j];
+        ke1 += static_cast<double>(pe) * pe;
+        finite = finite && std::isfinite(yp[j]);
+      }
+      if (!finite) {
+        return -std::numeric_limits<scalar_t>::infinity();
+      }
+      const scalar_t h0 = ep[n] + scalar_t(0.5) * static_cast<scalar_t>(ke0);
+      const scalar_t h1 = eyp[n] + scalar_t(0.5) * static_cast<scalar_t>(ke1);
+      return h0 - h1;
+    };
+    return accept_rows<scalar_t>(op, xc, ec, gc, yc, eyc, gyc, rng, log_alpha);
+  };
+  return x.scalar_type() == at::kFloat ? run(0.0f) : run(0.0);
+}
+
+}  // namespace
+}  // namespace pysampler
+
+TORCH_LIBRARY_IMPL(pysampler, CPU, m) {
+  m.impl("mala_accept", &pysampler::mala_accept_cpu);
+  m.impl("hmc_accept", &pysampler::hmc_accept_cpu);
+}
