@@ -6,6 +6,9 @@
 #include <ATen/core/Tensor.h>
 #include <c10/util/Exception.h>
 
+#include <initializer_list>
+#include <utility>
+
 namespace pysampler {
 
 // ula_step(x: (N, *event), grad: like x, step_size: (N,), noise_scale, rng: int64 (2,), prior_weight).
@@ -127,6 +130,45 @@ inline void check_hmc_accept_args(const char* op, const at::Tensor& x, const at:
   check_per_chain(op, "energy", energy, x);
   check_per_chain(op, "energy_y", energy_y, x);
   check_per_chain(op, "kick_size", kick_size, x);
+  check_rng(op, rng);
+}
+
+// Diffusion: t_index int64 (N,) of 0-based steps, tables (T,) in x0's dtype on its device.
+inline void check_schedule_args(const char* op, const at::Tensor& x0, const at::Tensor& t_index,
+                                std::initializer_list<std::pair<const char*, const at::Tensor*>> tables) {
+  TORCH_CHECK_VALUE(t_index.scalar_type() == at::kLong, op, "t_index must be an int64 tensor of 0-based steps; got ",
+                    t_index.scalar_type());
+  TORCH_CHECK_VALUE(t_index.dim() == 1 && t_index.sym_size(0) == x0.sym_size(0), op,
+                    "t_index must have shape (N,) = (", x0.sym_size(0), ",), one step per sample; got ",
+                    t_index.sym_sizes());
+  TORCH_CHECK_VALUE(t_index.device() == x0.device(), op, "t_index must be on the device of x0 (", x0.device(),
+                    "); got ", t_index.device());
+  for (const auto& [name, table] : tables) {
+    TORCH_CHECK_VALUE(table->scalar_type() == x0.scalar_type(), op, name, " must have the dtype of x0 (",
+                      x0.scalar_type(), "); got ", table->scalar_type());
+    TORCH_CHECK_VALUE(table->dim() == 1 && table->sym_size(0) >= 1, op, name,
+                      " must be a (T,) schedule table with T >= 1; got shape ", table->sym_sizes());
+    TORCH_CHECK_VALUE(table->device() == x0.device(), op, name, " must be on the device of x0 (", x0.device(),
+                      "); got ", table->device());
+  }
+}
+
+// q_sample: x0 (N, *event); t_index (N,); sqrt_ab, sqrt_1mab (T,).
+inline void check_q_sample_args(const char* op, const at::Tensor& x0, const at::Tensor& t_index,
+                                const at::Tensor& sqrt_ab, const at::Tensor& sqrt_1mab, const at::Tensor& rng) {
+  check_state(op, x0);
+  check_schedule_args(op, x0, t_index, {{"sqrt_ab", &sqrt_ab}, {"sqrt_1mab", &sqrt_1mab}});
+  check_rng(op, rng);
+}
+
+// posterior_sample: x0, xt (N, *event); t_index (N,); coef_x0, coef_xt, std (T,).
+inline void check_posterior_sample_args(const char* op, const at::Tensor& x0, const at::Tensor& xt,
+                                        const at::Tensor& t_index, const at::Tensor& coef_x0,
+                                        const at::Tensor& coef_xt, const at::Tensor& std_table,
+                                        const at::Tensor& rng) {
+  check_state(op, x0);
+  check_like_state(op, "xt", xt, x0);
+  check_schedule_args(op, x0, t_index, {{"coef_x0", &coef_x0}, {"coef_xt", &coef_xt}, {"std", &std_table}});
   check_rng(op, rng);
 }
 

@@ -57,6 +57,16 @@ TORCH_LIBRARY(pysampler, m) {
       "hmc_accept(Tensor x, Tensor energy, Tensor grad, Tensor p0, Tensor y, Tensor energy_y, Tensor grad_y, "
       "Tensor p, Tensor kick_size, Tensor rng) -> (Tensor, Tensor, Tensor, Tensor, Tensor)",
       {at::Tag::pt2_compliant_tag});
+  // Diffusion (pysampler.ops.q_sample / posterior_sample), a per-sample step t = t_index[n] (0-based)
+  // into (T,) schedule tables in x0's dtype; normal i at counter offset + i:
+  //   q_sample:         out = sqrt_ab[t] x0 + sqrt_1mab[t] z
+  //   posterior_sample: out = (coef_x0[t] x0 + coef_xt[t] xt) + std[t] z
+  m.def("q_sample(Tensor x0, Tensor t_index, Tensor sqrt_ab, Tensor sqrt_1mab, Tensor rng) -> Tensor",
+        {at::Tag::pt2_compliant_tag});
+  m.def(
+      "posterior_sample(Tensor x0, Tensor xt, Tensor t_index, Tensor coef_x0, Tensor coef_xt, Tensor std, "
+      "Tensor rng) -> Tensor",
+      {at::Tag::pt2_compliant_tag});
   // Test-only: the four Philox4x32-10 words at counters offset .. offset+n-1 for `seed`, as an
   // int64 tensor (n, 4) of uint32 values on the CPU. Checks the native stream bit for bit.
   m.def("philox_words(int seed, int offset, int n) -> Tensor", {at::Tag::pt2_compliant_tag});
@@ -127,10 +137,25 @@ AcceptResult hmc_accept_meta(const at::Tensor& x, const at::Tensor& energy, cons
   return accept_meta_outputs(x, energy, grad);
 }
 
+at::Tensor q_sample_meta(const at::Tensor& x0, const at::Tensor& t_index, const at::Tensor& sqrt_ab,
+                         const at::Tensor& sqrt_1mab, const at::Tensor& rng) {
+  check_q_sample_args("pysampler::q_sample: ", x0, t_index, sqrt_ab, sqrt_1mab, rng);
+  return at::empty_like(x0, at::MemoryFormat::Contiguous);
+}
+
+at::Tensor posterior_sample_meta(const at::Tensor& x0, const at::Tensor& xt, const at::Tensor& t_index,
+                                 const at::Tensor& coef_x0, const at::Tensor& coef_xt, const at::Tensor& std_table,
+                                 const at::Tensor& rng) {
+  check_posterior_sample_args("pysampler::posterior_sample: ", x0, xt, t_index, coef_x0, coef_xt, std_table, rng);
+  return at::empty_like(x0, at::MemoryFormat::Contiguous);
+}
+
 }  // namespace
 }  // namespace pysampler
 
 TORCH_LIBRARY_IMPL(pysampler, Meta, m) {
+  m.impl("q_sample", &pysampler::q_sample_meta);
+  m.impl("posterior_sample", &pysampler::posterior_sample_meta);
   m.impl("momentum", &pysampler::momentum_meta);
   m.impl("leapfrog_kick_drift", &pysampler::leapfrog_kick_drift_meta);
   m.impl("kick", &pysampler::kick_meta);

@@ -489,3 +489,29 @@ def test_accept_bad_inputs_name_the_argument():
         torch.ops.pysampler.leapfrog_kick_drift(x, p, g, h.double(), h)
     with pytest.raises(ValueError, match="momentum: rng must have shape"):
         torch.ops.pysampler.momentum(torch.tensor([1, 2, 3]), x)
+
+
+# ---------------------------------------------------------------------------------- diffusion
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_opcheck_diffusion_ops(dtype):
+    g = torch.Generator().manual_seed(0)
+    x0, xt = torch.randn(6, 2, 3, generator=g, dtype=dtype), torch.randn(6, 2, 3, generator=g, dtype=dtype)
+    t = torch.tensor([0, 3, 1, 2, 3, 0])
+    tab = torch.linspace(0.1, 0.9, 4, dtype=dtype)
+    r = _rng(4, 2**32 - 7)
+    torch.library.opcheck(torch.ops.pysampler.q_sample.default, (x0, t, tab, tab.flip(0), r))
+    torch.library.opcheck(torch.ops.pysampler.posterior_sample.default, (x0, xt, t, tab, tab.flip(0), tab * 0.5, r))
+
+
+def test_diffusion_bad_inputs():
+    x0 = torch.zeros(4, 3)
+    tab = torch.ones(5)
+    r = _rng(0, 0)
+    with pytest.raises(ValueError, match="t_index must be an int64"):
+        torch.ops.pysampler.q_sample(x0, torch.zeros(4, dtype=torch.int32), tab, tab, r)
+    with pytest.raises(ValueError, match="t_index must be in"):
+        torch.ops.pysampler.q_sample(x0, torch.tensor([0, 1, 5, 2]), tab, tab, r)
+    with pytest.raises(ValueError, match="std must have the dtype of x0"):
+        torch.ops.pysampler.posterior_sample(x0, x0, torch.zeros(4, dtype=torch.int64), tab, tab, tab.double(), r)

@@ -20,6 +20,7 @@ import torch
 __all__ = [
     "OPS", "available", "load_error", "library_path",
     "ula_step", "kinetic_oba", "kinetic_bo", "momentum", "leapfrog_kick_drift", "kick", "mala_accept", "hmc_accept",
+    "q_sample", "posterior_sample",
 ]
 
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -55,7 +56,10 @@ except Exception as exc:  # pragma: no cover - belt and braces: importing must n
 
 
 #: the step ops the native library implements (the cpp backend's overrides)
-OPS = ("ula_step", "kinetic_oba", "kinetic_bo", "momentum", "leapfrog_kick_drift", "kick", "mala_accept", "hmc_accept")
+OPS = (
+    "ula_step", "kinetic_oba", "kinetic_bo", "momentum", "leapfrog_kick_drift", "kick", "mala_accept", "hmc_accept",
+    "q_sample", "posterior_sample",
+)
 
 
 def available() -> bool:
@@ -168,6 +172,27 @@ def hmc_accept(
     return torch.ops.pysampler.hmc_accept(
         x, energy.to(x.dtype), grad, p0, y, energy_y.to(x.dtype), grad_y, p, kick_size, rng
     )
+
+
+def q_sample(
+    x0: torch.Tensor, t_index: torch.Tensor, sqrt_ab: torch.Tensor, sqrt_1mab: torch.Tensor, rng: torch.Tensor
+) -> torch.Tensor:
+    """x_t = sqrt_ab[t]·x0 + sqrt_1mab[t]·ξ per sample, one pass (reference ``pysampler.ops.q_sample``).
+
+    x0: (N, *event); t_index: (N,) int64, t − 1; sqrt_ab, sqrt_1mab: (T,) tables (taken in x0's dtype).
+    """
+    _require()
+    return torch.ops.pysampler.q_sample(x0, t_index, sqrt_ab.to(x0.dtype), sqrt_1mab.to(x0.dtype), rng)
+
+
+def posterior_sample(
+    x0: torch.Tensor, xt: torch.Tensor, t_index: torch.Tensor,
+    coef_x0: torch.Tensor, coef_xt: torch.Tensor, std: torch.Tensor, rng: torch.Tensor,
+) -> torch.Tensor:
+    """x_{t−1} = c0[t]·x0 + ct[t]·xt + σ̃[t]·ξ per sample, one pass (reference ``pysampler.ops.posterior_sample``)."""
+    _require()
+    tables = (t.to(x0.dtype) for t in (coef_x0, coef_xt, std))
+    return torch.ops.pysampler.posterior_sample(x0, xt, t_index, *tables, rng)
 
 
 def _require() -> None:
