@@ -192,6 +192,8 @@ def _implementation(op: str, impl: str):
         return reference_fn(op), None
     if impl == "compile":
         return compiled_eager(op), None
+    if impl == "reference":
+        return reference_fn(op), rng_tensor(DEVICE)
     fn = backend_fn(impl, op, DEVICE)
     if fn is None:
         pytest.skip(f"backend {impl!r} does not override {op} (it would run the reference)")
@@ -268,6 +270,7 @@ def test_step_kernel(benchmark, step_session: StepSession, op: str, size: str, i
             _baseline_seconds(step_session, op, size, "eager")
         if impl not in BASELINES:
             _baseline_seconds(step_session, op, size, "compile")
+            _baseline_seconds(step_session, op, size, "reference")
         if size != SMALL_SIZE and step_session.copy_gbps is None:
             _record_copy(step_session, _measure_plain(_copy, _copy_buffers()))
 
@@ -279,7 +282,7 @@ def test_step_kernel(benchmark, step_session: StepSession, op: str, size: str, i
         if impl in BASELINES:  # the other implementations of (op, size) then go without this ratio
             step_session.baseline_errors[(op, size, impl)] = f"{type(exc).__name__}: {exc}"
         raise
-    # Backends must do the reference's work on the same stream; the baselines use torch's generator.
+    # Backends must do the reference's work on the same stream; eager and compile use torch's generator.
     bad = 0.0 if impl in BASELINES else mismatch(_reference_output(op, size), out)
     del out
 

@@ -2,11 +2,13 @@
 // pysampler::hmc_accept (schemas: csrc/ops.cpp).
 //
 // Threads take contiguous ranges of chains (at::parallel_for). For each chain: one pass over its
-// row reduces what log alpha needs (in double), the MH test draws the chain's uniform at counter
+// row reduces what log alpha needs (at::vec lanes in the state's dtype, summed at the end), the MH test draws the chain's uniform at counter
 // offset + n, and the kept or the proposed row is copied to the outputs (x, grad) together with
 // its energy. Rejected chains get back exactly their position, energy and cached gradient.
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
+#include <ATen/cpu/vec/functional.h>
+#include <ATen/cpu/vec/vec.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
 #include <c10/util/Exception.h>
@@ -97,16 +99,28 @@ AcceptResult mala_accept_cpu(const at::Tensor& x, const at::Tensor& energy, cons
     const scalar_t* hp = hc.const_data_ptr<scalar_t>();
     // log alpha = U(x) - U(y) - (|x - y + h grad_y|^2 - |y - x + h grad|^2) / (4h)   (Roberts & Tweedie 1996)
     const auto log_alpha = [=](int64_t n, int64_t row) {
+      using Vec = at::vec::Vectorized<scalar_t>;
       const scalar_t h = hp[n];
-      double fwd = 0.0, bwd = 0.0;
-      for (int64_t j = row; j < row + d; ++j) {
+      const Vec hv(h);
+      Vec fwd_v(0), bwd_v(0);
+      int64_t j = row;
+      for (; j + Vec::size() <= row + d; j += Vec::size()) {
+        const Vec diff = Vec::loadu(yp + j) - Vec::loadu(xp + j);
+        const Vec a = diff + hv * Vec::loadu(gp + j);
+        const Vec b = hv * Vec::loadu(gyp + j) - diff;
+        fwd_v = fwd_v + a * a;
+        bwd_v = bwd_v + b * b;
+      }
+      scalar_t fwd = at::vec::vec_reduce_all<scalar_t>([](Vec& u, Vec& v) { return u + v; }, fwd_v);
+      scalar_t bwd = at::vec::vec_reduce_all<scalar_t>([](Vec& u, Vec& v) { return u + v; }, bwd_v);
+      for (; j < row + d; ++j) {
         const scalar_t diff = yp[j] - xp[j];
         const scalar_t a = diff + h * gp[j];
-        const scalar_t b = -diff + h * gyp[j];
-        fwd += static_cast<double>(a) * a;
-        bwd += static_cast<double>(b) * b;
+        const scalar_t b = h * gyp[j] - diff;
+        fwd += a * a;
+        bwd += b * b;
       }
-      return ep[n] - eyp[n] - (static_cast<scalar_t>(bwd) - static_cast<scalar_t>(fwd)) / (scalar_t(4) * h);
+      return ep[n] - eyp[n] - (bwd - fwd) / (scalar_t(4) * h);
     };
     return accept_rows<scalar_t>(op, xc, ec, gc, yc, eyc, gyc, rng, log_alpha);
   };
@@ -129,22 +143,36 @@ AcceptResult hmc_accept_cpu(const at::Tensor& x, const at::Tensor& energy, const
     const scalar_t *p0p = p0c.const_data_ptr<scalar_t>(), *pp = pc.const_data_ptr<scalar_t>();
     const scalar_t *ep = ec.const_data_ptr<scalar_t>(), *eyp = eyc.const_data_ptr<scalar_t>();
     const scalar_t* kp = kc.const_data_ptr<scalar_t>();
-    // H = U + |p|^2 / 2 with the closing half kick p - k grad_y applied here; a non-finite y rejects.
+    // H = U + |p|^2 / 2 with the closing half kick p - k grad_y applied here; a non-finite y rejects
+    // (a y row with NaN or inf has a non-finite sum: one vector accumulation checks it).
     const auto log_alpha = [=](int64_t n, int64_t row) {
+      using Vec = at::vec::Vectorized<scalar_t>;
       const scalar_t k = kp[n];
-      double ke0 = 0.0, ke1 = 0.0;
-      bool finite = true;
-      for (int64_t j = row; j < row + d; ++j) {
-        const scalar_t pe = pp[j] - k * gyp[j];
-        ke0 += static_cast<double>(p0p[j]) * p0p[j];
-        ke1 += static_cast<double>(pe) * pe;
-        finite = finite && std::isfinite(yp[j]);
+      const Vec kv(k);
+      Vec ke0_v(0), ke1_v(0), y_v(0);
+      int64_t j = row;
+      for (; j + Vec::size() <= row + d; j += Vec::size()) {
+        const Vec p0v = Vec::loadu(p0p + j);
+        const Vec pe = Vec::loadu(pp + j) - kv * Vec::loadu(gyp + j);
+        ke0_v = ke0_v + p0v * p0v;
+        ke1_v = ke1_v + pe * pe;
+        y_v = y_v + Vec::loadu(yp + j) * Vec(0);  // 0 * y: NaN exactly where y is NaN or inf
       }
-      if (!finite) {
+      const auto sum = [](Vec& u, Vec& v) { return u + v; };
+      scalar_t ke0 = at::vec::vec_reduce_all<scalar_t>(sum, ke0_v);
+      scalar_t ke1 = at::vec::vec_reduce_all<scalar_t>(sum, ke1_v);
+      scalar_t y_check = at::vec::vec_reduce_all<scalar_t>(sum, y_v);
+      for (; j < row + d; ++j) {
+        const scalar_t pe = pp[j] - k * gyp[j];
+        ke0 += p0p[j] * p0p[j];
+        ke1 += pe * pe;
+        y_check += yp[j] * scalar_t(0);
+      }
+      if (!std::isfinite(y_check)) {
         return -std::numeric_limits<scalar_t>::infinity();
       }
-      const scalar_t h0 = ep[n] + scalar_t(0.5) * static_cast<scalar_t>(ke0);
-      const scalar_t h1 = eyp[n] + scalar_t(0.5) * static_cast<scalar_t>(ke1);
+      const scalar_t h0 = ep[n] + scalar_t(0.5) * ke0;
+      const scalar_t h1 = eyp[n] + scalar_t(0.5) * ke1;
       return h0 - h1;
     };
     return accept_rows<scalar_t>(op, xc, ec, gc, yc, eyc, gyc, rng, log_alpha);
