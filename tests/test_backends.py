@@ -1,8 +1,9 @@
 """Every fast backend's step ops against the reference ops on the same inputs and random stream.
 
-Backends under test (each skipped where it is not available): "cpp" (the native CPU ops, csrc/cpu)
-and "triton" (pysampler/kernels: on CUDA when there is a GPU, else on CPU tensors through Triton's
-interpreter, which conftest switches on). An op or dtype a backend does not implement is skipped
+Backends under test (each skipped where it is not available): "cpp" (the native CPU ops, csrc/cpu),
+"triton" (pysampler/kernels: on CUDA when there is a GPU, else on CPU tensors through Triton's
+interpreter, which conftest switches on) and "cuda" (csrc/cuda, when built with CUDA and run on a
+GPU). An op or dtype a backend does not implement is skipped
 for it (it would run the reference). Shapes include the odd sizes 1, 7, 1023 and 1025 per chain,
 multi-dimensional events, one chain, per-chain step sizes and non-contiguous inputs.
 
@@ -69,7 +70,7 @@ class Impl:
             pytest.skip(f"backend {self.name!r} does not take {dtype} states")
 
 
-IMPLS = [Impl("cpp", "cpu"), Impl("triton", TRITON_DEVICE)]
+IMPLS = [Impl("cpp", "cpu"), Impl("triton", TRITON_DEVICE), Impl("cuda", "cuda")]
 
 
 @pytest.fixture(params=IMPLS, ids=[i.name for i in IMPLS])

@@ -24,7 +24,9 @@ __all__ = ["Backend", "available_backends", "resolve"]
 
 # Preference order of backend="auto" per device type, fastest first. Triton runs on the CPU only
 # in its interpreter (for tests), so "auto" never picks it there.
-_PREFERENCE = {"cpu": ("cpp", "torch"), "cuda": ("triton", "torch")}
+# On CUDA, Triton comes first: it covers every op (the CUDA kernels lack the diffusion ones) and
+# which of the two is faster is still unmeasured (no GPU has run them yet).
+_PREFERENCE = {"cpu": ("cpp", "torch"), "cuda": ("triton", "cuda", "torch")}
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,7 @@ TORCH = Backend("torch", differentiable=True)
 _BUILDERS: dict[str, Callable[[], Backend]] = {
     "cpp": lambda: Backend("cpp", {name: getattr(native, name) for name in native.OPS}, dtypes=(torch.float32, torch.float64)),
     "triton": lambda: Backend("triton", triton_backend.overrides()),
+    "cuda": lambda: Backend("cuda", {name: getattr(native, name) for name in native.CUDA_OPS}),
 }
 
 
@@ -62,7 +65,8 @@ def available_backends(device: torch.device | str = "cpu") -> list[str]:
     """Names of the backends that can run on ``device``.
 
     "torch" always; "cpp" on CPU when the native extension is built; "triton" on CUDA when Triton
-    is installed (and on CPU under TRITON_INTERPRET=1, Triton's interpreter, for testing).
+    is installed (and on CPU under TRITON_INTERPRET=1, Triton's interpreter, for testing); "cuda" on
+    CUDA when the native extension was built with its CUDA kernels.
     """
     device = torch.device(device)
     names = ["torch"]
@@ -70,11 +74,14 @@ def available_backends(device: torch.device | str = "cpu") -> list[str]:
         names.append("cpp")
     if triton_backend.available(device):
         names.append("triton")
+    if device.type == "cuda" and native.cuda_available():
+        names.append("cuda")
     return names
 
 
 def _why_missing(backend: str) -> str:
-    error = {"cpp": native.load_error(), "triton": triton_backend.load_error()}.get(backend)
+    cuda_error = native.load_error() or "the native extension was built without CUDA kernels (or there is no GPU)"
+    error = {"cpp": native.load_error(), "triton": triton_backend.load_error(), "cuda": cuda_error}.get(backend)
     return f" ({error})" if error else ""
 
 

@@ -17,8 +17,10 @@ import os
 
 import torch
 
+from ..ops import compute_dtype
+
 __all__ = [
-    "OPS", "available", "load_error", "library_path",
+    "OPS", "CUDA_OPS", "available", "cuda_available", "load_error", "library_path",
     "ula_step", "kinetic_oba", "kinetic_bo", "momentum", "leapfrog_kick_drift", "kick", "mala_accept", "hmc_accept",
     "q_sample", "posterior_sample",
 ]
@@ -55,11 +57,22 @@ except Exception as exc:  # pragma: no cover - belt and braces: importing must n
     _library_path, _load_error = None, f"{type(exc).__name__}: {exc}"
 
 
-#: the step ops the native library implements (the cpp backend's overrides)
+#: the step ops the native library implements on the CPU (the cpp backend's overrides)
 OPS = (
     "ula_step", "kinetic_oba", "kinetic_bo", "momentum", "leapfrog_kick_drift", "kick", "mala_accept", "hmc_accept",
     "q_sample", "posterior_sample",
 )
+#: the ops with CUDA kernels (csrc/cuda; the cuda backend's overrides)
+CUDA_OPS = ("ula_step", "kinetic_oba", "kinetic_bo", "momentum", "leapfrog_kick_drift", "kick", "mala_accept", "hmc_accept")
+
+
+def cuda_available() -> bool:
+    """True when the loaded library has CUDA kernels (built with CUDA) and a GPU is present."""
+    return (
+        _library_path is not None
+        and torch.cuda.is_available()
+        and torch._C._dispatch_has_kernel_for_dispatch_key("pysampler::ula_step", "CUDA")
+    )
 
 
 def available() -> bool:
@@ -151,12 +164,12 @@ def mala_accept(
 ):
     """MALA accept/reject, one reduction per chain (reference ``pysampler.ops.mala_accept``).
 
-    Energies are taken in x's dtype. Returns (x, energy, grad, accept_prob, accepted).
+    Energies are taken in the compute dtype (x's, float32 for half storage).
+    Returns (x, energy, grad, accept_prob, accepted).
     """
     _require()
-    return torch.ops.pysampler.mala_accept(
-        x, energy.to(x.dtype), grad, y, energy_y.to(x.dtype), grad_y, step_size, rng
-    )
+    cdt = compute_dtype(x.dtype)
+    return torch.ops.pysampler.mala_accept(x, energy.to(cdt), grad, y, energy_y.to(cdt), grad_y, step_size, rng)
 
 
 def hmc_accept(
@@ -166,12 +179,12 @@ def hmc_accept(
 ):
     """HMC accept/reject with the closing half kick folded in (reference ``pysampler.ops.hmc_accept``).
 
-    Energies are taken in x's dtype. Returns (x, energy, grad, accept_prob, accepted).
+    Energies are taken in the compute dtype (x's, float32 for half storage).
+    Returns (x, energy, grad, accept_prob, accepted).
     """
     _require()
-    return torch.ops.pysampler.hmc_accept(
-        x, energy.to(x.dtype), grad, p0, y, energy_y.to(x.dtype), grad_y, p, kick_size, rng
-    )
+    cdt = compute_dtype(x.dtype)
+    return torch.ops.pysampler.hmc_accept(x, energy.to(cdt), grad, p0, y, energy_y.to(cdt), grad_y, p, kick_size, rng)
 
 
 def q_sample(
