@@ -11,20 +11,28 @@
 
 namespace pysampler {
 
+// States may be float32 or float64, or float16 / bfloat16 storage whose arithmetic runs in float32
+// (the "compute dtype"); per-chain parameters and schedule tables are in the compute dtype. Which
+// dtypes a device's kernels take is checked by those kernels (the CPU ones: float32 / float64).
+inline bool is_half_storage(at::ScalarType t) { return t == at::kHalf || t == at::kBFloat16; }
+inline at::ScalarType compute_type(at::ScalarType t) { return is_half_storage(t) ? at::kFloat : t; }
+inline bool is_state_type(at::ScalarType t) { return t == at::kFloat || t == at::kDouble || is_half_storage(t); }
+
 // ula_step(x: (N, *event), grad: like x, step_size: (N,), noise_scale, rng: int64 (2,), prior_weight).
 // noise_scale and prior_weight are plain floats and need no check.
 inline void check_ula_step_args(const at::Tensor& x, const at::Tensor& grad, const at::Tensor& step_size,
                                 const at::Tensor& rng) {
   constexpr const char* op = "pysampler::ula_step: ";
   TORCH_CHECK_VALUE(x.dim() >= 1, op, "x must have shape (N, *event) with at least one dimension; got a 0-d tensor");
-  TORCH_CHECK_VALUE(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble, op,
-                    "x must be float32 or float64; got ", x.scalar_type());
+  TORCH_CHECK_VALUE(is_state_type(x.scalar_type()), op, "x must be float32, float64, float16 or bfloat16; got ",
+                    x.scalar_type());
   TORCH_CHECK_VALUE(grad.scalar_type() == x.scalar_type(), op, "grad must have the dtype of x (", x.scalar_type(),
                     "); got ", grad.scalar_type());
   TORCH_CHECK_VALUE(grad.sym_sizes() == x.sym_sizes(), op, "grad must have the shape of x ", x.sym_sizes(), "; got ",
                     grad.sym_sizes());
-  TORCH_CHECK_VALUE(step_size.scalar_type() == x.scalar_type(), op, "step_size must have the dtype of x (",
-                    x.scalar_type(), "); got ", step_size.scalar_type());
+  TORCH_CHECK_VALUE(step_size.scalar_type() == compute_type(x.scalar_type()), op,
+                    "step_size must have the dtype of x's arithmetic (", compute_type(x.scalar_type()), "); got ",
+                    step_size.scalar_type());
   TORCH_CHECK_VALUE(step_size.dim() == 1 && step_size.sym_size(0) == x.sym_size(0), op,
                     "step_size must have shape (N,) = (", x.sym_size(0), ",), one step size per chain; got ",
                     step_size.sym_sizes());
@@ -40,11 +48,18 @@ inline void check_ula_step_args(const at::Tensor& x, const at::Tensor& grad, con
 
 // Generic pieces for the other ops. `op` is the message prefix, e.g. "pysampler::kinetic_oba: ".
 
-// x: (N, *event), float32 or float64.
+// x: (N, *event), float32, float64, float16 or bfloat16.
 inline void check_state(const char* op, const at::Tensor& x) {
   TORCH_CHECK_VALUE(x.dim() >= 1, op, "x must have shape (N, *event) with at least one dimension; got a 0-d tensor");
+  TORCH_CHECK_VALUE(is_state_type(x.scalar_type()), op, "x must be float32, float64, float16 or bfloat16; got ",
+                    x.scalar_type());
+}
+
+// The CPU kernels' own restriction: float32 or float64 states.
+inline void check_cpu_state_type(const char* op, const at::Tensor& x) {
   TORCH_CHECK_VALUE(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble, op,
-                    "x must be float32 or float64; got ", x.scalar_type());
+                    "x must be float32 or float64 for the CPU kernels (float16 / bfloat16 states run on the "
+                    "reference backend or a GPU one); got ", x.scalar_type());
 }
 
 // `t` has the shape, dtype and device of x.
@@ -57,10 +72,10 @@ inline void check_like_state(const char* op, const char* name, const at::Tensor&
                     t.device());
 }
 
-// `t`: (N,), one value per chain, dtype and device of x.
+// `t`: (N,), one value per chain, in x's compute dtype, on x's device.
 inline void check_per_chain(const char* op, const char* name, const at::Tensor& t, const at::Tensor& x) {
-  TORCH_CHECK_VALUE(t.scalar_type() == x.scalar_type(), op, name, " must have the dtype of x (", x.scalar_type(),
-                    "); got ", t.scalar_type());
+  TORCH_CHECK_VALUE(t.scalar_type() == compute_type(x.scalar_type()), op, name, " must have the dtype of x's arithmetic (",
+                    compute_type(x.scalar_type()), "); got ", t.scalar_type());
   TORCH_CHECK_VALUE(t.dim() == 1 && t.sym_size(0) == x.sym_size(0), op, name, " must have shape (N,) = (",
                     x.sym_size(0), ",), one value per chain; got ", t.sym_sizes());
   TORCH_CHECK_VALUE(t.device() == x.device(), op, name, " must be on the device of x (", x.device(), "); got ",
@@ -144,8 +159,9 @@ inline void check_schedule_args(const char* op, const at::Tensor& x0, const at::
   TORCH_CHECK_VALUE(t_index.device() == x0.device(), op, "t_index must be on the device of x0 (", x0.device(),
                     "); got ", t_index.device());
   for (const auto& [name, table] : tables) {
-    TORCH_CHECK_VALUE(table->scalar_type() == x0.scalar_type(), op, name, " must have the dtype of x0 (",
-                      x0.scalar_type(), "); got ", table->scalar_type());
+    TORCH_CHECK_VALUE(table->scalar_type() == compute_type(x0.scalar_type()), op, name,
+                      " must have the dtype of x0's arithmetic (", compute_type(x0.scalar_type()), "); got ",
+                      table->scalar_type());
     TORCH_CHECK_VALUE(table->dim() == 1 && table->sym_size(0) >= 1, op, name,
                       " must be a (T,) schedule table with T >= 1; got shape ", table->sym_sizes());
     TORCH_CHECK_VALUE(table->device() == x0.device(), op, name, " must be on the device of x0 (", x0.device(),

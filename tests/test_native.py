@@ -515,3 +515,25 @@ def test_diffusion_bad_inputs():
         torch.ops.pysampler.q_sample(x0, torch.tensor([0, 1, 5, 2]), tab, tab, r)
     with pytest.raises(ValueError, match="std must have the dtype of x0"):
         torch.ops.pysampler.posterior_sample(x0, x0, torch.zeros(4, dtype=torch.int64), tab, tab, tab.double(), r)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_meta_kernels_take_half_storage(dtype):
+    # Half-precision states (float32 arithmetic) are traced by the Meta kernels (torch.compile of the
+    # CUDA ops); per-chain parameters are float32. The CPU kernels themselves take float32/float64.
+    m = dict(device="meta")
+    x = torch.empty(6, 4, dtype=dtype, **m)
+    h = torch.empty(6, dtype=torch.float32, **m)
+    r = torch.empty(2, dtype=torch.int64, **m)
+    pys = torch.ops.pysampler
+    assert pys.ula_step(x, x, h, 1.0, r).dtype == dtype
+    assert [t.dtype for t in pys.kinetic_oba(x, x, x, h, h, r)] == [dtype, dtype]
+    out = pys.mala_accept(x, h, x, x, h, x, h, r)
+    assert [t.dtype for t in out] == [dtype, torch.float32, dtype, torch.float32, torch.bool]
+    tab = torch.empty(5, dtype=torch.float32, **m)
+    assert pys.posterior_sample(x, x, torch.empty(6, dtype=torch.int64, **m), tab, tab, tab, r).dtype == dtype
+    with pytest.raises(ValueError, match=r"step_size must have the dtype of x's arithmetic \(Float\)"):
+        pys.ula_step(x, x, h.to(dtype), 1.0, r)
+    with pytest.raises(ValueError, match="x must be float32 or float64 for the CPU kernels"):
+        xc = torch.zeros(6, 4, dtype=dtype)
+        pys.ula_step(xc, xc, torch.full((6,), 0.1), 1.0, torch.tensor([0, 0]))

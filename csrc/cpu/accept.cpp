@@ -88,6 +88,7 @@ AcceptResult mala_accept_cpu(const at::Tensor& x, const at::Tensor& energy, cons
                              const at::Tensor& step_size, const at::Tensor& rng) {
   constexpr const char* op = "pysampler::mala_accept: ";
   check_mala_accept_args(op, x, energy, grad, y, energy_y, grad_y, step_size, rng);
+  check_cpu_state_type(op, x);
   const at::Tensor xc = x.contiguous(), yc = y.contiguous(), gc = grad.contiguous(), gyc = grad_y.contiguous();
   const at::Tensor ec = energy.contiguous(), eyc = energy_y.contiguous(), hc = step_size.contiguous();
   const int64_t d = x.size(0) == 0 ? 0 : x.numel() / x.size(0);
@@ -133,6 +134,7 @@ AcceptResult hmc_accept_cpu(const at::Tensor& x, const at::Tensor& energy, const
                             const at::Tensor& rng) {
   constexpr const char* op = "pysampler::hmc_accept: ";
   check_hmc_accept_args(op, x, energy, grad, p0, y, energy_y, grad_y, p, kick_size, rng);
+  check_cpu_state_type(op, x);
   const at::Tensor xc = x.contiguous(), yc = y.contiguous(), gc = grad.contiguous(), gyc = grad_y.contiguous();
   const at::Tensor p0c = p0.contiguous(), pc = p.contiguous();
   const at::Tensor ec = energy.contiguous(), eyc = energy_y.contiguous(), kc = kick_size.contiguous();

@@ -99,6 +99,7 @@ at::Tensor q_sample_cpu(const at::Tensor& x0, const at::Tensor& t_index, const a
                         const at::Tensor& sqrt_1mab, const at::Tensor& rng) {
   constexpr const char* op = "pysampler::q_sample: ";
   check_q_sample_args(op, x0, t_index, sqrt_ab, sqrt_1mab, rng);
+  check_cpu_state_type(op, x0);
   return run_diffusion<false>(op, x0, x0, t_index, sqrt_ab, sqrt_ab, sqrt_1mab, rng);
 }
 
@@ -107,6 +108,7 @@ at::Tensor posterior_sample_cpu(const at::Tensor& x0, const at::Tensor& xt, cons
                                 const at::Tensor& rng) {
   constexpr const char* op = "pysampler::posterior_sample: ";
   check_posterior_sample_args(op, x0, xt, t_index, coef_x0, coef_xt, std_table, rng);
+  check_cpu_state_type(op, x0);
   return run_diffusion<true>(op, x0, xt, t_index, coef_x0, coef_xt, std_table, rng);
 }
 

@@ -44,6 +44,7 @@ void momentum_kernel(scalar_t* out, int64_t numel, uint64_t seed, uint64_t offse
 at::Tensor momentum_cpu(const at::Tensor& rng, const at::Tensor& like) {
   constexpr const char* op = "pysampler::momentum: ";
   check_state(op, like);
+  check_cpu_state_type(op, like);
   check_rng(op, rng);
   const auto [seed, offset] = cpu::read_rng(op, rng);
   at::Tensor out = at::empty(like.sizes(), like.options().memory_format(at::MemoryFormat::Contiguous));
@@ -115,6 +116,7 @@ std::tuple<at::Tensor, at::Tensor> leapfrog_kick_drift_cpu(const at::Tensor& x, 
                                                            const at::Tensor& grad, const at::Tensor& kick_size,
                                                            const at::Tensor& step_size) {
   check_kick_drift_args("pysampler::leapfrog_kick_drift: ", x, p, grad, kick_size, step_size);
+  check_cpu_state_type("pysampler::leapfrog_kick_drift: ", x);
   const at::Tensor xc = x.contiguous(), pc = p.contiguous(), gc = grad.contiguous();
   const at::Tensor kc = kick_size.contiguous(), hc = step_size.contiguous();
   at::Tensor x_out = at::empty_like(xc, at::MemoryFormat::Contiguous);
@@ -125,6 +127,7 @@ std::tuple<at::Tensor, at::Tensor> leapfrog_kick_drift_cpu(const at::Tensor& x, 
 
 at::Tensor kick_cpu(const at::Tensor& p, const at::Tensor& grad, const at::Tensor& kick_size) {
   check_kick_args("pysampler::kick: ", p, grad, kick_size);
+  check_cpu_state_type("pysampler::kick: ", p);
   const at::Tensor pc = p.contiguous(), gc = grad.contiguous(), kc = kick_size.contiguous();
   at::Tensor p_out = at::empty_like(pc, at::MemoryFormat::Contiguous);
   at::Tensor unused;

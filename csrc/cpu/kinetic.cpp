@@ -112,6 +112,7 @@ std::tuple<at::Tensor, at::Tensor> kinetic_oba_cpu(const at::Tensor& x, const at
                                                    const at::Tensor& rng) {
   constexpr const char* op = "pysampler::kinetic_oba: ";
   check_kinetic_args(op, x, grad, step_size, friction, rng);
+  check_cpu_state_type(op, x);
   check_like_state(op, "v", v, x);
   const auto [seed, offset] = cpu::read_rng(op, rng);
   const at::Tensor xc = x.contiguous(), vc = v.contiguous(), gc = grad.contiguous();
@@ -126,6 +127,7 @@ at::Tensor kinetic_bo_cpu(const at::Tensor& v, const at::Tensor& grad, const at:
                           const at::Tensor& friction, const at::Tensor& rng) {
   constexpr const char* op = "pysampler::kinetic_bo: ";
   check_kinetic_args(op, v, grad, step_size, friction, rng);
+  check_cpu_state_type(op, v);
   const auto [seed, offset] = cpu::read_rng(op, rng);
   const at::Tensor vc = v.contiguous(), gc = grad.contiguous();
   const at::Tensor hc = step_size.contiguous(), fc = friction.contiguous();

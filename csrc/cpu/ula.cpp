@@ -105,6 +105,7 @@ void ula_step_kernel(const scalar_t* x, const scalar_t* g, const scalar_t* step,
 at::Tensor ula_step_cpu(const at::Tensor& x, const at::Tensor& grad, const at::Tensor& step_size,
                         double noise_scale, const at::Tensor& rng, double prior_weight) {
   check_ula_step_args(x, grad, step_size, rng);
+  check_cpu_state_type("pysampler::ula_step: ", x);
   TORCH_CHECK_VALUE(x.device().is_cpu(), "pysampler::ula_step (CPU): x must be a CPU tensor; got ", x.device());
   const auto [seed, offset] = cpu::read_rng("pysampler::ula_step: ", rng);
 
