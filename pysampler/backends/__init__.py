@@ -24,8 +24,8 @@ __all__ = ["Backend", "available_backends", "resolve"]
 
 # Preference order of backend="auto" per device type, fastest first. Triton runs on the CPU only
 # in its interpreter (for tests), so "auto" never picks it there.
-# On CUDA, Triton comes first: it covers every op (the CUDA kernels lack the diffusion ones) and
-# which of the two is faster is still unmeasured (no GPU has run them yet).
+# On CUDA, Triton comes first: it has been run (in its interpreter) where the CUDA kernels are only
+# compile-checked, and which of the two is faster is still unmeasured (no GPU has run either).
 _PREFERENCE = {"cpu": ("cpp", "torch"), "cuda": ("triton", "cuda", "torch")}
 
 

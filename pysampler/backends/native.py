@@ -62,8 +62,8 @@ OPS = (
     "ula_step", "kinetic_oba", "kinetic_bo", "momentum", "leapfrog_kick_drift", "kick", "mala_accept", "hmc_accept",
     "q_sample", "posterior_sample",
 )
-#: the ops with CUDA kernels (csrc/cuda; the cuda backend's overrides)
-CUDA_OPS = ("ula_step", "kinetic_oba", "kinetic_bo", "momentum", "leapfrog_kick_drift", "kick", "mala_accept", "hmc_accept")
+#: the ops with CUDA kernels (csrc/cuda; the cuda backend's overrides): all of them
+CUDA_OPS = OPS
 
 
 def cuda_available() -> bool:
