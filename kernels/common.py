@@ -42,6 +42,7 @@ __all__ = [
     "check_rng",
     "contiguous",
     "accept_outputs",
+    "accept_and_select",
 ]
 
 
@@ -220,6 +221,22 @@ def accept_outputs(x: torch.Tensor, energy: torch.Tensor, grad: torch.Tensor):
         torch.empty_like(x), torch.empty_like(energy), torch.empty_like(grad),
         torch.empty(n, dtype=prob_dtype, device=x.device), torch.empty(n, dtype=torch.bool, device=x.device),
     )
+
+
+@triton.jit
+def accept_and_select(
+    log_alpha, e, ey, rows, row_mask, D, rng_ptr,
+    x_ptr, y_ptr, g_ptr, gy_ptr, x_out, e_out, g_out, prob_out, acc_out, BLOCK_D: tl.constexpr,
+):
+    """The end of every MH accept kernel: test each chain, store (accept_prob, accepted, energy), then
+    copy each chain's accepted (y, ∇U(y)) or kept (x, ∇U(x)) row."""
+    seed, offset = load_rng(rng_ptr)
+    accept_prob, accepted = mh_test(log_alpha, seed, offset, rows)
+    tl.store(prob_out + rows, accept_prob, mask=row_mask)
+    tl.store(acc_out + rows, accepted, mask=row_mask)
+    tl.store(e_out + rows, tl.where(accepted, ey, e), mask=row_mask)
+    select_rows(accepted, rows, row_mask, D, x_ptr, y_ptr, x_out, BLOCK_D)
+    select_rows(accepted, rows, row_mask, D, g_ptr, gy_ptr, g_out, BLOCK_D)
 
 
 # -------------------------------------------------------------------------------- host checks

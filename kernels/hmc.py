@@ -16,6 +16,7 @@ import triton.language as tl
 from torch.library import triton_op
 
 from .common import (
+    accept_and_select,
     accept_outputs,
     check_per_chain,
     check_rng,
@@ -25,10 +26,8 @@ from .common import (
     flat_index,
     launch,
     load_rng,
-    mh_test,
     normal,
     row_tiles,
-    select_rows,
     to_compute,
 )
 
@@ -144,14 +143,11 @@ def _hmc_accept_kernel(
     h0 = to_compute(e, F64) + 0.5 * ke0
     h1 = to_compute(ey, F64) + 0.5 * ke1
     log_alpha = tl.where(n_bad == 0, h0 - h1, -float("inf"))
-    seed, offset = load_rng(rng_ptr)
-    accept_prob, accepted = mh_test(log_alpha, seed, offset, rows)
-    tl.store(prob_out + rows, accept_prob, mask=row_mask)
-    tl.store(acc_out + rows, accepted, mask=row_mask)
-    tl.store(e_out + rows, tl.where(accepted, ey, e), mask=row_mask)
-    # Pass 2: rejected chains get back their position, energy and cached gradient.
-    select_rows(accepted, rows, row_mask, D, x_ptr, y_ptr, x_out, BLOCK_D)
-    select_rows(accepted, rows, row_mask, D, g_ptr, gy_ptr, g_out, BLOCK_D)
+    # MH test; pass 2: rejected chains get back their position, energy and cached gradient.
+    accept_and_select(
+        log_alpha, e, ey, rows, row_mask, D, rng_ptr,
+        x_ptr, y_ptr, g_ptr, gy_ptr, x_out, e_out, g_out, prob_out, acc_out, BLOCK_D,
+    )
 
 
 @triton_op("pysampler::triton_hmc_accept", mutates_args=())

@@ -18,6 +18,7 @@ import triton.language as tl
 from torch.library import triton_op
 
 from .common import (
+    accept_and_select,
     accept_outputs,
     check_per_chain,
     check_rng,
@@ -28,11 +29,9 @@ from .common import (
     join_scalar,
     launch,
     load_rng,
-    mh_test,
     normal,
     ou_coefficients,
     row_tiles,
-    select_rows,
     split_scalar,
     to_compute,
 )
@@ -120,14 +119,11 @@ def _mala_accept_kernel(
     ey = tl.load(ey_ptr + rows, mask=row_mask, other=0.0)
     # log α = U(x) − U(y) + log q(x|y) − log q(y|x), q(b|a) = N(b; a − h∇U(a), 2h I).
     log_alpha = to_compute(e, F64) - to_compute(ey, F64) - (bwd - fwd) / (4.0 * h)
-    seed, offset = load_rng(rng_ptr)
-    accept_prob, accepted = mh_test(log_alpha, seed, offset, rows)
-    tl.store(prob_out + rows, accept_prob, mask=row_mask)
-    tl.store(acc_out + rows, accepted, mask=row_mask)
-    tl.store(e_out + rows, tl.where(accepted, ey, e), mask=row_mask)
-    # Pass 2: accepted chains take (y, ∇U(y)), the others keep (x, ∇U(x)).
-    select_rows(accepted, rows, row_mask, D, x_ptr, y_ptr, x_out, BLOCK_D)
-    select_rows(accepted, rows, row_mask, D, g_ptr, gy_ptr, g_out, BLOCK_D)
+    # MH test; pass 2: accepted chains take (y, ∇U(y)), the others keep (x, ∇U(x)).
+    accept_and_select(
+        log_alpha, e, ey, rows, row_mask, D, rng_ptr,
+        x_ptr, y_ptr, g_ptr, gy_ptr, x_out, e_out, g_out, prob_out, acc_out, BLOCK_D,
+    )
 
 
 @triton_op("pysampler::triton_mala_accept", mutates_args=())
