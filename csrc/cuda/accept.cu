@@ -243,15 +243,7 @@ AcceptResult mala_accept_cuda(const at::Tensor& x, const at::Tensor& energy, con
                               const at::Tensor& y, const at::Tensor& energy_y, const at::Tensor& grad_y,
                               const at::Tensor& step_size, const at::Tensor& rng) {
   constexpr const char* op = "pysampler::mala_accept: ";
-  // check_mala_accept_args (csrc/checks.h), in its order, with the CUDA dtype rules.
-  cuda::check_state(op, x);
-  check_like_state(op, "grad", grad, x);
-  check_like_state(op, "y", y, x);
-  check_like_state(op, "grad_y", grad_y, x);
-  cuda::check_per_chain(op, "energy", energy, x);
-  cuda::check_per_chain(op, "energy_y", energy_y, x);
-  cuda::check_per_chain(op, "step_size", step_size, x);
-  check_rng(op, rng);
+  check_mala_accept_args(op, x, energy, grad, y, energy_y, grad_y, step_size, rng);
   cuda::check_cuda_device(op, x, rng);
   const c10::cuda::CUDAGuard guard(x.device());
   const at::Tensor xc = x.contiguous(), yc = y.contiguous(), gc = grad.contiguous(), gyc = grad_y.contiguous();
@@ -284,17 +276,7 @@ AcceptResult hmc_accept_cuda(const at::Tensor& x, const at::Tensor& energy, cons
                              const at::Tensor& grad_y, const at::Tensor& p, const at::Tensor& kick_size,
                              const at::Tensor& rng) {
   constexpr const char* op = "pysampler::hmc_accept: ";
-  // check_hmc_accept_args (csrc/checks.h), in its order, with the CUDA dtype rules.
-  cuda::check_state(op, x);
-  check_like_state(op, "grad", grad, x);
-  check_like_state(op, "p0", p0, x);
-  check_like_state(op, "y", y, x);
-  check_like_state(op, "grad_y", grad_y, x);
-  check_like_state(op, "p", p, x);
-  cuda::check_per_chain(op, "energy", energy, x);
-  cuda::check_per_chain(op, "energy_y", energy_y, x);
-  cuda::check_per_chain(op, "kick_size", kick_size, x);
-  check_rng(op, rng);
+  check_hmc_accept_args(op, x, energy, grad, p0, y, energy_y, grad_y, p, kick_size, rng);
   cuda::check_cuda_device(op, x, rng);
   const c10::cuda::CUDAGuard guard(x.device());
   const at::Tensor xc = x.contiguous(), yc = y.contiguous(), gc = grad.contiguous(), gyc = grad_y.contiguous();

@@ -57,15 +57,6 @@ namespace cuda {
 template <typename scalar_t>
 using opmath_t = at::opmath_type<scalar_t>;
 
-inline bool is_storage_dtype(at::ScalarType t) {
-  return t == at::kFloat || t == at::kDouble || t == at::kHalf || t == at::kBFloat16;
-}
-
-// The dtype per-chain tensors and the arithmetic use for a state of dtype t.
-inline at::ScalarType compute_dtype(at::ScalarType t) {
-  return (t == at::kHalf || t == at::kBFloat16) ? at::kFloat : t;
-}
-
 // f(std::type_identity<scalar_t>{}) for x's storage dtype; checks have rejected the others.
 template <typename F>
 void dispatch_storage(const char* op, at::ScalarType t, F&& f) {
@@ -106,48 +97,8 @@ __device__ __forceinline__ bool isfinite(double x) { return ::isfinite(x); }
 }  // namespace math
 
 // ------------------------------------------------------------------------------------ checks
-// The CUDA twins of csrc/checks.h's generic checks. They differ only where half-precision storage
-// needs it: x may also be float16/bfloat16, and per-chain tensors must then be float32 (the compute
-// dtype). For float32/float64 every message is the one checks.h gives, so every device rejects the
-// same bad input with the same words. The pieces that need no change (check_like_state, check_rng)
-// are called from checks.h directly.
-
-// x: (N, *event) with a storage dtype.
-inline void check_state(const char* op, const at::Tensor& x) {
-  TORCH_CHECK_VALUE(x.dim() >= 1, op, "x must have shape (N, *event) with at least one dimension; got a 0-d tensor");
-  TORCH_CHECK_VALUE(is_storage_dtype(x.scalar_type()), op, "x must be float32, float64, float16 or bfloat16; got ",
-                    x.scalar_type());
-}
-
-// t has the compute dtype of x: x's dtype, or float32 for float16/bfloat16 x.
-inline void check_per_chain_dtype(const char* op, const char* name, const at::Tensor& t, const at::Tensor& x) {
-  const at::ScalarType cdt = compute_dtype(x.scalar_type());
-  if (cdt == x.scalar_type()) {
-    TORCH_CHECK_VALUE(t.scalar_type() == cdt, op, name, " must have the dtype of x (", x.scalar_type(), "); got ",
-                      t.scalar_type());
-  } else {
-    TORCH_CHECK_VALUE(t.scalar_type() == cdt, op, name, " must be ", cdt, ", the compute dtype of ", x.scalar_type(),
-                      " x (half-precision storage keeps per-chain values in float32); got ", t.scalar_type());
-  }
-}
-
-// t: (N,), one value per chain.
-inline void check_per_chain_shape(const char* op, const char* name, const at::Tensor& t, const at::Tensor& x) {
-  TORCH_CHECK_VALUE(t.dim() == 1 && t.sym_size(0) == x.sym_size(0), op, name, " must have shape (N,) = (",
-                    x.sym_size(0), ",), one value per chain; got ", t.sym_sizes());
-}
-
-inline void check_same_device(const char* op, const char* name, const at::Tensor& t, const at::Tensor& x) {
-  TORCH_CHECK_VALUE(t.device() == x.device(), op, name, " must be on the device of x (", x.device(), "); got ",
-                    t.device());
-}
-
-// t: (N,), one value per chain, in the compute dtype of x, on x's device (checks.h's check_per_chain).
-inline void check_per_chain(const char* op, const char* name, const at::Tensor& t, const at::Tensor& x) {
-  check_per_chain_dtype(op, name, t, x);
-  check_per_chain_shape(op, name, t, x);
-  check_same_device(op, name, t, x);
-}
+// Argument checks are csrc/checks.h's, shared with the CPU and Meta kernels (they take the four
+// storage dtypes with float32 per-chain values for half storage); only where the kernel runs is CUDA's.
 
 // Where the CUDA kernel runs: x on a CUDA device, rng (already checked by check_rng) on the same one,
 // so the kernel can read the seed and offset without a host sync.

@@ -36,7 +36,7 @@ __global__ void __launch_bounds__(cuda::kThreads)
 
 at::Tensor momentum_cuda(const at::Tensor& rng, const at::Tensor& like) {
   constexpr const char* op = "pysampler::momentum: ";
-  cuda::check_state(op, like);
+  check_state(op, like);
   check_rng(op, rng);
   cuda::check_cuda_device(op, like, rng);
   const c10::cuda::CUDAGuard guard(like.device());
@@ -93,12 +93,7 @@ std::tuple<at::Tensor, at::Tensor> leapfrog_kick_drift_cuda(const at::Tensor& x,
                                                             const at::Tensor& grad, const at::Tensor& kick_size,
                                                             const at::Tensor& step_size) {
   constexpr const char* op = "pysampler::leapfrog_kick_drift: ";
-  // check_kick_drift_args (csrc/checks.h) with the CUDA dtype rules.
-  cuda::check_state(op, x);
-  check_like_state(op, "p", p, x);
-  check_like_state(op, "grad", grad, x);
-  cuda::check_per_chain(op, "kick_size", kick_size, x);
-  cuda::check_per_chain(op, "step_size", step_size, x);
+  check_kick_drift_args(op, x, p, grad, kick_size, step_size);
   cuda::check_cuda_device(op, x);
   const c10::cuda::CUDAGuard guard(x.device());
   const at::Tensor xc = x.contiguous(), pc = p.contiguous(), gc = grad.contiguous();
@@ -111,10 +106,7 @@ std::tuple<at::Tensor, at::Tensor> leapfrog_kick_drift_cuda(const at::Tensor& x,
 
 at::Tensor kick_cuda(const at::Tensor& p, const at::Tensor& grad, const at::Tensor& kick_size) {
   constexpr const char* op = "pysampler::kick: ";
-  // check_kick_args (csrc/checks.h) with the CUDA dtype rules; p is the state the checks call x.
-  cuda::check_state(op, p);
-  check_like_state(op, "grad", grad, p);
-  cuda::check_per_chain(op, "kick_size", kick_size, p);
+  check_kick_args(op, p, grad, kick_size);
   cuda::check_cuda_device(op, p);
   const c10::cuda::CUDAGuard guard(p.device());
   const at::Tensor pc = p.contiguous(), gc = grad.contiguous(), kc = kick_size.contiguous();

@@ -48,28 +48,11 @@ __global__ void __launch_bounds__(cuda::kThreads)
   });
 }
 
-// check_ula_step_args (csrc/checks.h) in the same order with the same messages, for the four storage dtypes.
-void check_ula_step_args_cuda(const char* op, const at::Tensor& x, const at::Tensor& grad,
-                              const at::Tensor& step_size, const at::Tensor& rng) {
-  cuda::check_state(op, x);
-  TORCH_CHECK_VALUE(grad.scalar_type() == x.scalar_type(), op, "grad must have the dtype of x (", x.scalar_type(),
-                    "); got ", grad.scalar_type());
-  TORCH_CHECK_VALUE(grad.sym_sizes() == x.sym_sizes(), op, "grad must have the shape of x ", x.sym_sizes(), "; got ",
-                    grad.sym_sizes());
-  cuda::check_per_chain_dtype(op, "step_size", step_size, x);
-  TORCH_CHECK_VALUE(step_size.dim() == 1 && step_size.sym_size(0) == x.sym_size(0), op,
-                    "step_size must have shape (N,) = (", x.sym_size(0), ",), one step size per chain; got ",
-                    step_size.sym_sizes());
-  check_rng(op, rng);
-  cuda::check_same_device(op, "grad", grad, x);
-  cuda::check_same_device(op, "step_size", step_size, x);
-  cuda::check_cuda_device(op, x, rng);
-}
-
 at::Tensor ula_step_cuda(const at::Tensor& x, const at::Tensor& grad, const at::Tensor& step_size,
                          double noise_scale, const at::Tensor& rng, double prior_weight) {
   constexpr const char* op = "pysampler::ula_step: ";
-  check_ula_step_args_cuda(op, x, grad, step_size, rng);
+  check_ula_step_args(x, grad, step_size, rng);
+  cuda::check_cuda_device(op, x, rng);
   const c10::cuda::CUDAGuard guard(x.device());
   const at::Tensor xc = x.contiguous(), gc = grad.contiguous(), hc = step_size.contiguous();
   at::Tensor out = at::empty_like(xc, at::MemoryFormat::Contiguous);
@@ -121,16 +104,6 @@ __global__ void __launch_bounds__(cuda::kThreads)
   });
 }
 
-// check_kinetic_args (csrc/checks.h) with the CUDA dtype rules; v is the state the checks call x.
-void check_kinetic_args_cuda(const char* op, const at::Tensor& v, const at::Tensor& grad,
-                             const at::Tensor& step_size, const at::Tensor& friction, const at::Tensor& rng) {
-  cuda::check_state(op, v);
-  check_like_state(op, "grad", grad, v);
-  cuda::check_per_chain(op, "step_size", step_size, v);
-  cuda::check_per_chain(op, "friction", friction, v);
-  check_rng(op, rng);
-}
-
 template <bool kOba>
 void run_kinetic(const char* op, const at::Tensor& x, const at::Tensor& v, const at::Tensor& grad,
                  const at::Tensor& step_size, const at::Tensor& friction, const at::Tensor& rng, at::Tensor& x_out,
@@ -155,7 +128,7 @@ std::tuple<at::Tensor, at::Tensor> kinetic_oba_cuda(const at::Tensor& x, const a
                                                     const at::Tensor& step_size, const at::Tensor& friction,
                                                     const at::Tensor& rng) {
   constexpr const char* op = "pysampler::kinetic_oba: ";
-  check_kinetic_args_cuda(op, x, grad, step_size, friction, rng);
+  check_kinetic_args(op, x, grad, step_size, friction, rng);
   check_like_state(op, "v", v, x);
   cuda::check_cuda_device(op, x, rng);
   const c10::cuda::CUDAGuard guard(x.device());
@@ -170,7 +143,7 @@ std::tuple<at::Tensor, at::Tensor> kinetic_oba_cuda(const at::Tensor& x, const a
 at::Tensor kinetic_bo_cuda(const at::Tensor& v, const at::Tensor& grad, const at::Tensor& step_size,
                            const at::Tensor& friction, const at::Tensor& rng) {
   constexpr const char* op = "pysampler::kinetic_bo: ";
-  check_kinetic_args_cuda(op, v, grad, step_size, friction, rng);
+  check_kinetic_args(op, v, grad, step_size, friction, rng);
   cuda::check_cuda_device(op, v, rng);
   const c10::cuda::CUDAGuard guard(v.device());
   const at::Tensor vc = v.contiguous(), gc = grad.contiguous();
