@@ -73,6 +73,8 @@ class StepOp:
     #: float32 bytes moved per state element (reads + writes of the (N, D) tensors; (N,) ones ignored)
     bytes_per_elem: int
     traffic: str
+    #: fresh (N, D) tensors the op returns: each costs an allocation and its first touch (page faults on a CPU)
+    outputs: int
     #: (N, D, device, generator) -> positional arguments, RNG where the rng tensor goes
     make_args: Callable[[int, int, torch.device, torch.Generator], tuple]
 
@@ -160,13 +162,13 @@ def _posterior_args(n, d, device, g):
 STEP_OPS: dict[str, StepOp] = {
     op.name: op
     for op in (
-        StepOp("ula_step", 12, "read x, grad; write x'", _ula_args),
-        StepOp("mala_accept", 32, "pass 1 reads x, grad, y, grad_y; pass 2 reads 2 of them, writes x', grad'", _mala_args),
-        StepOp("kinetic_oba", 20, "read x, v, grad; write x', v'", _oba_args),
-        StepOp("kinetic_bo", 12, "read v, grad; write v'", _bo_args),
-        StepOp("leapfrog_kick_drift", 20, "read x, p, grad; write x', p'", _kick_drift_args),
-        StepOp("hmc_accept", 32, "pass 1 reads p0, p, y, grad_y; pass 2 reads 2, writes x', grad'", _hmc_args),
-        StepOp("posterior_sample", 12, "read x0, xt; write x", _posterior_args),
+        StepOp("ula_step", 12, "read x, grad; write x'", 1, _ula_args),
+        StepOp("mala_accept", 32, "pass 1 reads x, grad, y, grad_y; pass 2 reads 2 of them, writes x', grad'", 2, _mala_args),
+        StepOp("kinetic_oba", 20, "read x, v, grad; write x', v'", 2, _oba_args),
+        StepOp("kinetic_bo", 12, "read v, grad; write v'", 1, _bo_args),
+        StepOp("leapfrog_kick_drift", 20, "read x, p, grad; write x', p'", 2, _kick_drift_args),
+        StepOp("hmc_accept", 32, "pass 1 reads p0, p, y, grad_y; pass 2 reads 2, writes x', grad'", 2, _hmc_args),
+        StepOp("posterior_sample", 12, "read x0, xt; write x", 1, _posterior_args),
     )
 }
 

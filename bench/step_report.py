@@ -43,6 +43,8 @@ class StepRow:
     d: int
     implementation: str
     device: str
+    #: fresh (N, D) tensors the op returns
+    outputs: int
     calls_per_round: int
     rounds: int
     median_s: float  # per call
@@ -58,6 +60,9 @@ class StepRow:
     ratio_vs_compile: float | None = None
     ratio_vs_reference: float | None = None
     pct_copy: float | None = None
+    #: outputs x the time to allocate and first-touch one fresh (N, D) tensor: what returning the
+    #: op's outputs costs before any arithmetic (on a CPU, mostly page faults)
+    fresh_output_floor_s: float | None = None
 
 
 @dataclass
@@ -71,6 +76,8 @@ class StepSession:
     copy_gbps: float | None = None
     copy_bytes: int | None = None
     copy_median_s: float | None = None
+    #: size -> median seconds of torch.empty(N, D).fill_(0) (allocation + first touch of one output)
+    fresh_output_s: dict[str, float] = field(default_factory=dict)
     rows: list[StepRow] = field(default_factory=list)
 
     def finish(self) -> None:
@@ -83,6 +90,8 @@ class StepSession:
             r.ratio_vs_compile = comp / r.median_s if comp else None
             r.ratio_vs_reference = ref / r.median_s if ref else None
             r.pct_copy = 100.0 * r.gbps / self.copy_gbps if self.copy_gbps else None
+            fresh = self.fresh_output_s.get(r.size)
+            r.fresh_output_floor_s = r.outputs * fresh if fresh else None
 
 
 def _fmt_time(s: float) -> str:
@@ -166,17 +175,22 @@ def write_summary(tr, session: StepSession | None, save: bool, results_dir: Path
     )
     header = (
         f"{'op':<21}{'size':<11}{'impl':<9}{'calls':>7}{'rounds':>7}{'median':>12}{'GB/s':>9}"
-        f"{'% copy':>8}{'vs eager':>10}{'vs compile':>12}{'vs ref':>9}{'compile s':>10}"
+        f"{'% copy':>8}{'floor':>11}{'vs eager':>10}{'vs compile':>12}{'vs ref':>9}{'compile s':>10}"
+    )
+    tr.write_line(
+        "floor = outputs x the time to allocate and first-touch one fresh (N, D) tensor (torch.empty(N, D).fill_(0)): "
+        "a lower bound for any op returning new tensors"
     )
     tr.write_line(header)
     tr.write_line("-" * len(header))
     for r in session.rows:
         pct = f"{r.pct_copy:.0f}%" if r.pct_copy is not None and r.size != "64x128" else "-"
         comp_s = f"{r.compile_s:.1f}" if r.compile_s is not None else ""
+        floor = _fmt_time(r.fresh_output_floor_s) if r.fresh_output_floor_s is not None else "-"
         flag = "" if r.mismatch_vs_reference <= 0.01 else f"  MISMATCH {100 * r.mismatch_vs_reference:.1f}%"
         tr.write_line(
             f"{r.op:<21}{r.size:<11}{r.implementation:<9}{r.calls_per_round:>7}{r.rounds:>7}{_fmt_time(r.median_s):>12}"
-            f"{r.gbps:>9.1f}{pct:>8}{_fmt_ratio(r.ratio_vs_eager):>10}{_fmt_ratio(r.ratio_vs_compile):>12}"
+            f"{r.gbps:>9.1f}{pct:>8}{floor:>11}{_fmt_ratio(r.ratio_vs_eager):>10}{_fmt_ratio(r.ratio_vs_compile):>12}"
             f"{_fmt_ratio(r.ratio_vs_reference):>9}{comp_s:>10}{flag}"
         )
     for (op, size, impl), error in session.baseline_errors.items():
@@ -205,6 +219,7 @@ def write_summary(tr, session: StepSession | None, save: bool, results_dir: Path
                 "torch_threads": torch.get_num_threads(),
             },
             "copy": {"gbps": session.copy_gbps, "bytes": session.copy_bytes, "median_s": session.copy_median_s},
+            "fresh_output_s": session.fresh_output_s,
             "targets": TARGETS,
             "baseline_errors": {" ".join(k): v for k, v in session.baseline_errors.items()},
             "loadavg_start": session.load_start,

@@ -229,6 +229,11 @@ def _copy(dst: torch.Tensor, src: torch.Tensor) -> torch.Tensor:
     return dst.copy_(src)
 
 
+def _fresh_output(n: int, d: int) -> torch.Tensor:
+    """Allocate one (n, d) float32 state and touch every element: the least an op returning it costs."""
+    return torch.empty(n, d, device=DEVICE, dtype=torch.float32).fill_(0.0)
+
+
 def _record_copy(session: StepSession, median_s: float) -> None:
     session.copy_bytes = 2 * COPY_BYTES
     session.copy_median_s = median_s
@@ -273,6 +278,8 @@ def test_step_kernel(benchmark, step_session: StepSession, op: str, size: str, i
             _baseline_seconds(step_session, op, size, "reference")
         if size != SMALL_SIZE and step_session.copy_gbps is None:
             _record_copy(step_session, _measure_plain(_copy, _copy_buffers()))
+        if size not in step_session.fresh_output_s:
+            step_session.fresh_output_s[size] = _measure_plain(_fresh_output, [(n, d)])
 
     fn, rng = _implementation(op, impl)
     sets = [bind(a, rng) for a in _input_sets(op, size)]
@@ -299,7 +306,7 @@ def test_step_kernel(benchmark, step_session: StepSession, op: str, size: str, i
     if impl in BASELINES:
         step_session.baseline_s[(op, size, impl)] = median_s
     row = StepRow(
-        op=op, size=size, n=n, d=d, implementation=impl, device=str(DEVICE),
+        op=op, size=size, n=n, d=d, implementation=impl, device=str(DEVICE), outputs=spec.outputs,
         calls_per_round=calls, rounds=rounds, median_s=median_s, min_s=stats.min, mean_s=stats.mean, iqr_s=stats.iqr,
         bytes_per_elem=spec.bytes_per_elem, gbps=gbps(spec.bytes_per_elem, n * d, median_s),
         mismatch_vs_reference=bad, compile_s=first_s if impl == "compile" else None,
@@ -317,6 +324,7 @@ def test_step_kernel(benchmark, step_session: StepSession, op: str, size: str, i
         ratio_vs_eager=row.ratio_vs_eager, ratio_vs_compile=row.ratio_vs_compile,
         eager_median_s=eager_s, compile_median_s=compile_s,
         copy_gbps=step_session.copy_gbps, pct_copy=row.pct_copy,
+        fresh_output_s=step_session.fresh_output_s.get(size), outputs=spec.outputs,
         compile_s=row.compile_s, mismatch_vs_reference=bad, torch_threads=torch.get_num_threads(),
     )
     assert math.isfinite(median_s) and median_s > 0

@@ -70,6 +70,8 @@ TORCH_LIBRARY(pysampler, m) {
   // Test-only: the four Philox4x32-10 words at counters offset .. offset+n-1 for `seed`, as an
   // int64 tensor (n, 4) of uint32 values on the CPU. Checks the native stream bit for bit.
   m.def("philox_words(int seed, int offset, int n) -> Tensor", {at::Tag::pt2_compliant_tag});
+  // Which build of the CPU kernels serves this process: "AVX2" or "DEFAULT" (csrc/cpu_dispatch.cpp).
+  m.def("cpu_capability() -> str");
 }
 
 namespace pysampler {

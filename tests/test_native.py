@@ -341,36 +341,83 @@ def test_philox_words_bad_inputs():
         torch.ops.pysampler.philox_words(0, 0, -1)
 
 
-def test_scalar_and_avx2_paths_agree():
-    # The CPU kernels draw normals with AVX2 Philox and SLEEF's vector logf / cosf when the CPU has
-    # AVX2, and with scalar Philox and libm otherwise; PYSAMPLER_NO_AVX2=1 forces the scalar path.
-    # The Philox words are integers (bit-identical, see the known-answer test); the transcendental
-    # functions differ by an ulp, so the two steps agree to the float32 tolerance of every backend.
-    # (On a CPU without AVX2 both runs take the scalar path.)
+# Every CPU op on fixed inputs (a float32 and a float64 case), run in a fresh process: the kernel
+# build (csrc/cpu/ops.h) is chosen when the library loads, so each build needs its own process.
+_EVERY_OP_SCRIPT = """
+import sys, torch
+from pysampler.backends import native
+ops = torch.ops.pysampler
+out = {"capability": ops.cpu_capability()}
+for dtype in (torch.float32, torch.float64):
+    n, d = 1025, 7
+    # inputs from integer arithmetic and one division: the same bits in every process (torch's own
+    # vectorised sin, say, may round differently from process to process with the data's alignment)
+    x = ((torch.arange(n * d).reshape(n, d) * 7919) % 2001 - 1000).to(dtype) / 500
+    g, p, y = x.flip(0), x.roll(1, 0), x + 0.01 * x.flip(1)
+    h = torch.linspace(1e-3, 0.2, n, dtype=dtype)
+    e, ey = x.square().sum(1), y.square().sum(1)
+    rng = torch.tensor([2**35 + 3, 2**32 - 2000])
+    t_index = torch.arange(n) % 10
+    table = torch.linspace(0.1, 0.9, 10, dtype=dtype)
+    results = {
+        "ula_step": ops.ula_step(x, g, h, 1.0, rng, 0.5),
+        "kinetic_oba": ops.kinetic_oba(x, p, g, h, h * 5, rng),
+        "kinetic_bo": ops.kinetic_bo(p, g, h, h * 5, rng),
+        "momentum": ops.momentum(rng, x),
+        "leapfrog_kick_drift": ops.leapfrog_kick_drift(x, p, g, h / 2, h),
+        "kick": ops.kick(p, g, h / 2),
+        "mala_accept": ops.mala_accept(x, e, g, y, ey, y.flip(0), h, rng),
+        "hmc_accept": ops.hmc_accept(x, e, g, p, y, ey, y.flip(0), p.flip(1), h / 2, rng),
+        "q_sample": ops.q_sample(x, t_index, table, table.flip(0), rng),
+        "posterior_sample": ops.posterior_sample(x, y, t_index, table, table.flip(0), table / 2, rng),
+    }
+    for name, value in results.items():
+        out[f"{name}-{dtype}"] = value
+torch.save(out, sys.argv[1])
+"""
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def test_default_and_avx2_builds_agree(tmp_path):
+    # The CPU kernels are built twice (csrc/cpu/ops.h): AVX2 (8-lane at::vec, AVX2 Philox, SLEEF's
+    # vector logf / cosf) and DEFAULT (any CPU: scalar Philox, libm). The library serves AVX2 where
+    # the CPU has AVX2 and FMA; PYSAMPLER_NO_AVX2=1 forces DEFAULT. Philox words are integers
+    # (bit-identical, see the known-answer test) and the arithmetic is not contracted into FMAs,
+    # so the two builds differ only by the transcendental functions' ulp: every op agrees to the
+    # float tolerance of every backend.
     import os
+    import platform
     import subprocess
     import sys
 
-    import numpy as np
-
-    code = (
-        "import sys, torch; from pysampler.backends import native; "
-        "x = torch.arange(1025 * 7, dtype=torch.float32).reshape(1025, 7) / 100; "
-        "h = torch.linspace(1e-3, 0.2, 1025); "
-        "out = native.ula_step(x, x.flip(0), h, 1.0, torch.tensor([2**35 + 3, 2**32 - 2000])); "
-        "sys.stdout.write(out.numpy().tobytes().hex())"
-    )
-    runs = []
+    runs = {}
     for flag in ("0", "1"):
+        path = tmp_path / f"no_avx2_{flag}.pt"
         env = dict(os.environ, PYSAMPLER_NO_AVX2=flag)
-        result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-        runs.append(torch.from_numpy(np.frombuffer(bytes.fromhex(result.stdout), dtype=np.float32).copy()))
-    assert_close(runs[0], runs[1])
-    x = torch.arange(1025 * 7, dtype=torch.float32).reshape(1025, 7) / 100
-    h = torch.linspace(1e-3, 0.2, 1025)
-    ref = _reference(x, x.flip(0), h, 1.0, 2**35 + 3, 2**32 - 2000).flatten()
-    assert_close(runs[0], ref)
-    assert_close(runs[1], ref)
+        subprocess.run([sys.executable, "-c", _EVERY_OP_SCRIPT, str(path)], env=env, check=True)
+        runs[flag] = torch.load(path)
+    vector_cpu = platform.machine() in ("x86_64", "AMD64") and {"avx2", "fma"} <= _cpu_flags()
+    assert runs["0"].pop("capability") == ("AVX2" if vector_cpu else "DEFAULT")
+    assert runs["1"].pop("capability") == "DEFAULT"
+    assert runs["0"].keys() == runs["1"].keys()
+    for key, fast in runs["0"].items():
+        slow = runs["1"][key]
+        pairs = zip(fast, slow, strict=True) if isinstance(fast, tuple | list) else [(fast, slow)]
+        for a, b in pairs:
+            try:
+                assert torch.equal(a, b) if a.dtype == torch.bool else assert_close(a, b) is None
+            except AssertionError as exc:
+                raise AssertionError(f"{key}: the AVX2 and DEFAULT builds differ: {exc}") from None
 
 
 # ------------------------------------------------------------------------- kinetic Langevin

@@ -24,8 +24,9 @@
 #include "../checks.h"
 #include "../philox.h"
 #include "noise.h"
+#include "ops.h"
 
-namespace pysampler {
+namespace pysampler::cpu::CPU_CAPABILITY {
 namespace {
 
 using AcceptResult = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
@@ -49,7 +50,7 @@ template <typename scalar_t, typename LogAlpha>
 AcceptResult accept_rows(const char* op, const at::Tensor& x, const at::Tensor& energy, const at::Tensor& grad,
                          const at::Tensor& y, const at::Tensor& energy_y, const at::Tensor& grad_y,
                          const at::Tensor& rng, LogAlpha log_alpha) {
-  const auto [seed, offset] = cpu::read_rng(op, rng);
+  const auto [seed, offset] = read_rng(op, rng);
   const int64_t n_chains = x.size(0);
   const int64_t d = n_chains == 0 ? 0 : x.numel() / n_chains;
   at::Tensor x_out = at::empty_like(x, at::MemoryFormat::Contiguous);
@@ -183,9 +184,10 @@ AcceptResult hmc_accept_cpu(const at::Tensor& x, const at::Tensor& energy, const
 }
 
 }  // namespace
-}  // namespace pysampler
 
-TORCH_LIBRARY_IMPL(pysampler, CPU, m) {
-  m.impl("mala_accept", &pysampler::mala_accept_cpu);
-  m.impl("hmc_accept", &pysampler::hmc_accept_cpu);
+void register_accept_ops(torch::Library& m) {
+  m.impl("mala_accept", &mala_accept_cpu);
+  m.impl("hmc_accept", &hmc_accept_cpu);
 }
+
+}  // namespace pysampler::cpu::CPU_CAPABILITY

@@ -6,11 +6,11 @@
 // writes them out per element, so the arithmetic of a block runs with at::vec on plain arrays.
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
 
-namespace pysampler {
-namespace cpu {
+namespace pysampler::cpu::CPU_CAPABILITY {  // see ops.h: one copy per capability build
 
 // Coef: chain index -> std::array<scalar_t, K>.
 template <typename scalar_t, int K, typename Coef>
@@ -25,18 +25,21 @@ class ChainCursor {
     values_ = coef_(chain_);
   }
 
-  // out[k][j] = coefficient k of the chain of the next j-th element, for j < len.
+  // out[k][j] = coefficient k of the chain of the next j-th element, for j < len. Written one
+  // chain's run at a time (std::fill_n vectorises), not element by element.
   void fill(int64_t len, const std::array<scalar_t*, K>& out) {
-    for (int64_t j = 0; j < len; ++j) {
+    for (int64_t j = 0; j < len;) {
       if (left_ == 0) {
         ++chain_;
         left_ = per_chain_;
         values_ = coef_(chain_);
       }
-      --left_;
+      const int64_t run = std::min(left_, len - j);
       for (int k = 0; k < K; ++k) {
-        out[k][j] = values_[k];
+        std::fill_n(out[k] + j, run, values_[k]);
       }
+      j += run;
+      left_ -= run;
     }
   }
 
@@ -53,5 +56,4 @@ ChainCursor<scalar_t, K, Coef> chain_cursor(int64_t per_chain, Coef coef) {
   return ChainCursor<scalar_t, K, Coef>(per_chain, coef);
 }
 
-}  // namespace cpu
-}  // namespace pysampler
+}  // namespace pysampler::cpu::CPU_CAPABILITY

@@ -20,11 +20,12 @@
 #include "../checks.h"
 #include "chains.h"
 #include "noise.h"
+#include "ops.h"
 
-namespace pysampler {
+namespace pysampler::cpu::CPU_CAPABILITY {
 namespace {
 
-constexpr int64_t kBlock = cpu::kNoiseBlock;
+constexpr int64_t kBlock = kNoiseBlock;
 constexpr int64_t kGrain = 8192;
 
 // kPosterior: (c0 x0 + ct xt) + s z; else c0 x0 + s z (xt, ct unused).
@@ -38,7 +39,7 @@ void diffusion_kernel(const scalar_t* x0, const scalar_t* xt, const int64_t* t_i
     alignas(64) scalar_t c0b[kBlock];
     alignas(64) scalar_t ctb[kBlock];
     alignas(64) scalar_t sb[kBlock];
-    auto coef = cpu::chain_cursor<scalar_t, 3>(per_sample, [&](int64_t n) {
+    auto coef = chain_cursor<scalar_t, 3>(per_sample, [&](int64_t n) {
       const int64_t t = t_index[n];
       TORCH_CHECK_VALUE(t >= 0 && t < n_steps, "t_index must be in [0, ", n_steps, "); sample ", n, " has ", t);
       return std::array<scalar_t, 3>{c0_table[t], kPosterior ? ct_table[t] : scalar_t(0), std_table[t]};
@@ -46,7 +47,7 @@ void diffusion_kernel(const scalar_t* x0, const scalar_t* xt, const int64_t* t_i
     coef.start(begin);
     for (int64_t s = begin; s < end; s += kBlock) {
       const int64_t len = std::min(kBlock, end - s);
-      cpu::fill_normals(seed, offset + static_cast<uint64_t>(s), len, z);
+      fill_normals(seed, offset + static_cast<uint64_t>(s), len, z);
       coef.fill(len, {c0b, ctb, sb});
       int64_t j = 0;
       for (; j + Vec::size() <= len; j += Vec::size()) {
@@ -54,7 +55,7 @@ void diffusion_kernel(const scalar_t* x0, const scalar_t* xt, const int64_t* t_i
         if constexpr (kPosterior) {
           mean = mean + Vec::loadu(ctb + j) * Vec::loadu(xt + s + j);
         }
-        (mean + Vec::loadu(sb + j) * cpu::load_noise<scalar_t>(z + j)).store(out + s + j);
+        (mean + Vec::loadu(sb + j) * load_noise<scalar_t>(z + j)).store(out + s + j);
       }
       for (; j < len; ++j) {
         scalar_t mean = c0b[j] * x0[s + j];
@@ -71,7 +72,7 @@ template <bool kPosterior>
 at::Tensor run_diffusion(const char* op, const at::Tensor& x0, const at::Tensor& xt, const at::Tensor& t_index,
                          const at::Tensor& c0, const at::Tensor& ct, const at::Tensor& std_table,
                          const at::Tensor& rng) {
-  const auto [seed, offset] = cpu::read_rng(op, rng);
+  const auto [seed, offset] = read_rng(op, rng);
   const at::Tensor x0c = x0.contiguous(), tc = t_index.contiguous(), c0c = c0.contiguous(), sc = std_table.contiguous();
   const at::Tensor xtc = kPosterior ? xt.contiguous() : x0c;
   const at::Tensor ctc = kPosterior ? ct.contiguous() : c0c;
@@ -113,9 +114,10 @@ at::Tensor posterior_sample_cpu(const at::Tensor& x0, const at::Tensor& xt, cons
 }
 
 }  // namespace
-}  // namespace pysampler
 
-TORCH_LIBRARY_IMPL(pysampler, CPU, m) {
-  m.impl("q_sample", &pysampler::q_sample_cpu);
-  m.impl("posterior_sample", &pysampler::posterior_sample_cpu);
+void register_diffusion_ops(torch::Library& m) {
+  m.impl("q_sample", &q_sample_cpu);
+  m.impl("posterior_sample", &posterior_sample_cpu);
 }
+
+}  // namespace pysampler::cpu::CPU_CAPABILITY

@@ -20,11 +20,12 @@
 #include "../checks.h"
 #include "chains.h"
 #include "noise.h"
+#include "ops.h"
 
-namespace pysampler {
+namespace pysampler::cpu::CPU_CAPABILITY {
 namespace {
 
-constexpr int64_t kBlock = cpu::kNoiseBlock;
+constexpr int64_t kBlock = kNoiseBlock;
 constexpr int64_t kGrain = 8192;
 
 template <typename scalar_t>
@@ -33,7 +34,7 @@ void momentum_kernel(scalar_t* out, int64_t numel, uint64_t seed, uint64_t offse
     alignas(64) float z[kBlock];
     for (int64_t s = begin; s < end; s += kBlock) {
       const int64_t len = std::min(kBlock, end - s);
-      cpu::fill_normals(seed, offset + static_cast<uint64_t>(s), len, z);
+      fill_normals(seed, offset + static_cast<uint64_t>(s), len, z);
       for (int64_t j = 0; j < len; ++j) {
         out[s + j] = static_cast<scalar_t>(z[j]);
       }
@@ -46,7 +47,7 @@ at::Tensor momentum_cpu(const at::Tensor& rng, const at::Tensor& like) {
   check_state(op, like);
   check_cpu_state_type(op, like);
   check_rng(op, rng);
-  const auto [seed, offset] = cpu::read_rng(op, rng);
+  const auto [seed, offset] = read_rng(op, rng);
   at::Tensor out = at::empty(like.sizes(), like.options().memory_format(at::MemoryFormat::Contiguous));
   if (out.scalar_type() == at::kFloat) {
     momentum_kernel(out.mutable_data_ptr<float>(), out.numel(), seed, offset);
@@ -64,7 +65,7 @@ void kick_drift_kernel(const scalar_t* x, const scalar_t* p, const scalar_t* g, 
   at::parallel_for(0, numel, kGrain, [&](int64_t begin, int64_t end) {
     alignas(64) scalar_t kb[kBlock];
     alignas(64) scalar_t hb[kBlock];
-    auto coef = cpu::chain_cursor<scalar_t, 2>(per_chain, [&](int64_t n) {
+    auto coef = chain_cursor<scalar_t, 2>(per_chain, [&](int64_t n) {
       return std::array<scalar_t, 2>{kick[n], kDrift ? step[n] : scalar_t(0)};
     });
     coef.start(begin);
@@ -136,10 +137,11 @@ at::Tensor kick_cpu(const at::Tensor& p, const at::Tensor& grad, const at::Tenso
 }
 
 }  // namespace
-}  // namespace pysampler
 
-TORCH_LIBRARY_IMPL(pysampler, CPU, m) {
-  m.impl("momentum", &pysampler::momentum_cpu);
-  m.impl("leapfrog_kick_drift", &pysampler::leapfrog_kick_drift_cpu);
-  m.impl("kick", &pysampler::kick_cpu);
+void register_hmc_ops(torch::Library& m) {
+  m.impl("momentum", &momentum_cpu);
+  m.impl("leapfrog_kick_drift", &leapfrog_kick_drift_cpu);
+  m.impl("kick", &kick_cpu);
 }
+
+}  // namespace pysampler::cpu::CPU_CAPABILITY

@@ -2,7 +2,7 @@
 //
 // The two halves of an OBABO step around the one gradient evaluation, each one pass over the
 // state. Threads take contiguous ranges of flat elements (at::parallel_for); each range is walked
-// in blocks of cpu::kNoiseBlock elements: the block's normals come from the Philox stream
+// in blocks of kNoiseBlock elements: the block's normals come from the Philox stream
 // (csrc/cpu/noise.h), the per-chain coefficients h/2, h, a = exp(-gamma h / 2) and
 // b = sqrt(-expm1(-gamma h)) are spread over the block's elements (chains may start anywhere in a
 // block), and the update runs with at::vec. Element i always uses counter offset + i, so results do
@@ -23,11 +23,12 @@
 #include "../checks.h"
 #include "chains.h"
 #include "noise.h"
+#include "ops.h"
 
-namespace pysampler {
+namespace pysampler::cpu::CPU_CAPABILITY {
 namespace {
 
-constexpr int64_t kBlock = cpu::kNoiseBlock;
+constexpr int64_t kBlock = kNoiseBlock;
 constexpr int64_t kGrain = 8192;  // fewest elements worth a thread of their own
 
 // kOba: O(h/2) B(h/2) A(h) on (x, v) -> (x_out, v_out); else B(h/2) O(h/2) on v -> v_out (x unused).
@@ -42,7 +43,7 @@ void kinetic_kernel(const scalar_t* x, const scalar_t* v, const scalar_t* g, con
     alignas(64) scalar_t ab[kBlock];
     alignas(64) scalar_t bb[kBlock];
     // (h, a, b) per chain: a = exp(-gamma h / 2), b = sqrt(-expm1(-gamma h)), gamma h as the reference.
-    auto coef = cpu::chain_cursor<scalar_t, 3>(per_chain, [&](int64_t n) {
+    auto coef = chain_cursor<scalar_t, 3>(per_chain, [&](int64_t n) {
       const scalar_t h = step[n], gh = friction[n] * h;
       return std::array<scalar_t, 3>{h, std::exp(scalar_t(-0.5) * gh), std::sqrt(-std::expm1(-gh))};
     });
@@ -50,7 +51,7 @@ void kinetic_kernel(const scalar_t* x, const scalar_t* v, const scalar_t* g, con
     const Vec half(scalar_t(0.5));
     for (int64_t s = begin; s < end; s += kBlock) {
       const int64_t len = std::min(kBlock, end - s);
-      cpu::fill_normals(seed, offset + static_cast<uint64_t>(s), len, z);
+      fill_normals(seed, offset + static_cast<uint64_t>(s), len, z);
       coef.fill(len, {hb, ab, bb});
       int64_t j = 0;
       for (; j + Vec::size() <= len; j += Vec::size()) {
@@ -58,12 +59,12 @@ void kinetic_kernel(const scalar_t* x, const scalar_t* v, const scalar_t* g, con
         const Vec gv = Vec::loadu(g + s + j);
         Vec vv = Vec::loadu(v + s + j);
         if constexpr (kOba) {
-          vv = a * vv + b * cpu::load_noise<scalar_t>(z + j);
+          vv = a * vv + b * load_noise<scalar_t>(z + j);
           vv = vv - half * h * gv;
           (Vec::loadu(x + s + j) + h * vv).store(x_out + s + j);
         } else {
           vv = vv - half * h * gv;
-          vv = a * vv + b * cpu::load_noise<scalar_t>(z + j);
+          vv = a * vv + b * load_noise<scalar_t>(z + j);
         }
         vv.store(v_out + s + j);
       }
@@ -114,7 +115,7 @@ std::tuple<at::Tensor, at::Tensor> kinetic_oba_cpu(const at::Tensor& x, const at
   check_kinetic_args(op, x, grad, step_size, friction, rng);
   check_cpu_state_type(op, x);
   check_like_state(op, "v", v, x);
-  const auto [seed, offset] = cpu::read_rng(op, rng);
+  const auto [seed, offset] = read_rng(op, rng);
   const at::Tensor xc = x.contiguous(), vc = v.contiguous(), gc = grad.contiguous();
   const at::Tensor hc = step_size.contiguous(), fc = friction.contiguous();
   at::Tensor x_out = at::empty_like(xc, at::MemoryFormat::Contiguous);
@@ -128,7 +129,7 @@ at::Tensor kinetic_bo_cpu(const at::Tensor& v, const at::Tensor& grad, const at:
   constexpr const char* op = "pysampler::kinetic_bo: ";
   check_kinetic_args(op, v, grad, step_size, friction, rng);
   check_cpu_state_type(op, v);
-  const auto [seed, offset] = cpu::read_rng(op, rng);
+  const auto [seed, offset] = read_rng(op, rng);
   const at::Tensor vc = v.contiguous(), gc = grad.contiguous();
   const at::Tensor hc = step_size.contiguous(), fc = friction.contiguous();
   at::Tensor v_out = at::empty_like(vc, at::MemoryFormat::Contiguous);
@@ -138,9 +139,10 @@ at::Tensor kinetic_bo_cpu(const at::Tensor& v, const at::Tensor& grad, const at:
 }
 
 }  // namespace
-}  // namespace pysampler
 
-TORCH_LIBRARY_IMPL(pysampler, CPU, m) {
-  m.impl("kinetic_oba", &pysampler::kinetic_oba_cpu);
-  m.impl("kinetic_bo", &pysampler::kinetic_bo_cpu);
+void register_kinetic_ops(torch::Library& m) {
+  m.impl("kinetic_oba", &kinetic_oba_cpu);
+  m.impl("kinetic_bo", &kinetic_bo_cpu);
 }
+
+}  // namespace pysampler::cpu::CPU_CAPABILITY

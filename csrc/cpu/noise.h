@@ -2,14 +2,13 @@
 //
 // fill_normals(seed, offset, n, z) writes z[j] = normal(seed, offset + j) for j < n <= kNoiseBlock
 // (z must have room for kNoiseBlock floats: the vector path writes whole 8-lane vectors),
-// the stream of csrc/philox.h (and pysampler/rng.py). Two paths, chosen at run time:
+// the stream of csrc/philox.h (and pysampler/rng.py). One path per capability build (ops.h):
 //
-//   * AVX2 (x86-64 CPUs that have it, unless PYSAMPLER_NO_AVX2=1): Philox eight counters at a time,
-//     then Box-Muller eight lanes at a time with SLEEF's logf / cosf (1-ulp, the same functions
-//     torch's own vectorised CPU kernels use; libtorch_cpu exports them). Every element goes through
-//     a full 8-lane vector, the tail too, so an element's value does not depend on where a block or
-//     a thread's range starts.
-//   * scalar (any CPU): Philox and Box-Muller one counter at a time with libm's logf / cosf.
+//   * AVX2: Philox eight counters at a time, then Box-Muller eight lanes at a time with SLEEF's
+//     logf / cosf (1-ulp, the same functions torch's own vectorised CPU kernels use; libtorch_cpu
+//     exports them). Every element goes through a full 8-lane vector, the tail too, so an
+//     element's value does not depend on where a block or a thread's range starts.
+//   * DEFAULT (any CPU): Philox and Box-Muller one counter at a time with libm's logf / cosf.
 //
 // The Philox words are integers and identical on both paths; the normals agree to an ulp or two
 // of float32 (SLEEF vs libm), which is the tolerance every backend is held to.
@@ -24,14 +23,13 @@
 #include <type_traits>
 #include <utility>
 
-#if defined(__x86_64__)
+#if defined(CPU_CAPABILITY_AVX2)
 #include <immintrin.h>
 #endif
 
 #include "../philox.h"
 
-namespace pysampler {
-namespace cpu {
+namespace pysampler::cpu::CPU_CAPABILITY {  // see ops.h: one copy per capability build
 
 constexpr int64_t kNoiseBlock = 256;  // the most normals one call writes (a few KiB on the stack)
 
@@ -47,24 +45,23 @@ inline void philox_block_scalar(uint64_t seed, uint64_t offset, int64_t n, uint3
   }
 }
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#define PYSAMPLER_HAVE_AVX2_PATH 1
-}  // namespace cpu
-}  // namespace pysampler
+#if defined(CPU_CAPABILITY_AVX2)
+}  // namespace pysampler::cpu::CPU_CAPABILITY
 
 // SLEEF's AVX2 logf / cosf with 1-ulp error bound, exported by libtorch_cpu. Declared weak, so a
-// torch build without them still loads this library (the scalar path is used then).
+// torch build without them still loads this library (the DEFAULT build runs then: ops.h).
 extern "C" {
 __m256 Sleef_logf8_u10avx2(__m256) __attribute__((weak));
 __m256 Sleef_cosf8_u10avx2(__m256) __attribute__((weak));
 }
 
-namespace pysampler {
-namespace cpu {
+namespace pysampler::cpu::CPU_CAPABILITY {
+
+inline bool sleef_available() { return Sleef_logf8_u10avx2 != nullptr && Sleef_cosf8_u10avx2 != nullptr; }
 
 // Philox words 0 and 1 for counters offset .. offset+n8-1, n8 a multiple of 8, with AVX2. Integer
 // arithmetic only: bit-identical to philox_block_scalar.
-__attribute__((target("avx2"))) inline void philox_block_avx2(uint64_t seed, uint64_t offset, int64_t n8,
+inline void philox_block_avx2(uint64_t seed, uint64_t offset, int64_t n8,
                                                               uint32_t* w0, uint32_t* w1) {
   using philox_detail::kKeyA;
   using philox_detail::kKeyB;
@@ -73,7 +70,7 @@ __attribute__((target("avx2"))) inline void philox_block_avx2(uint64_t seed, uin
   const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
   const __m256i sign = _mm256_set1_epi32(static_cast<int>(0x80000000u));
   // hi and lo 32-bit words of a * m per lane: _mm256_mul_epu32 multiplies the even lanes.
-  auto mulhilo = [](__m256i a, __m256i m, __m256i& hi, __m256i& lo) __attribute__((target("avx2"))) {
+  auto mulhilo = [](__m256i a, __m256i m, __m256i& hi, __m256i& lo) {
     const __m256i even = _mm256_mul_epu32(a, m);
     const __m256i odd = _mm256_mul_epu32(_mm256_srli_epi64(a, 32), m);
     hi = _mm256_blend_epi32(_mm256_srli_epi64(even, 32), odd, 0xAA);
@@ -106,7 +103,7 @@ __attribute__((target("avx2"))) inline void philox_block_avx2(uint64_t seed, uin
 }
 
 // Eight uniforms from eight words: int32 view, negatives folded by ~x (x ^ (x >> 31)), times 2**-31.
-__attribute__((target("avx2"))) inline __m256 uniforms_avx2(const uint32_t* w) {
+inline __m256 uniforms_avx2(const uint32_t* w) {
   __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w));
   x = _mm256_xor_si256(x, _mm256_srai_epi32(x, 31));
   return _mm256_mul_ps(_mm256_cvtepi32_ps(x), _mm256_set1_ps(philox_detail::kUniformScale));
@@ -114,7 +111,7 @@ __attribute__((target("avx2"))) inline __m256 uniforms_avx2(const uint32_t* w) {
 
 // z = sqrt(-2 log(max(u0, 1e-7))) * cos(2 pi u1) for n8 (a multiple of 8) word pairs, with SLEEF.
 // The same operations in the same order as philox_box_muller; only logf / cosf differ (by an ulp).
-__attribute__((target("avx2"))) inline void box_muller_avx2(const uint32_t* w0, const uint32_t* w1, int64_t n8,
+inline void box_muller_avx2(const uint32_t* w0, const uint32_t* w1, int64_t n8,
                                                             float* z) {
   const __m256 min_u = _mm256_set1_ps(philox_detail::kMinUniform);
   const __m256 minus_two = _mm256_set1_ps(-2.0f);
@@ -127,17 +124,6 @@ __attribute__((target("avx2"))) inline void box_muller_avx2(const uint32_t* w0, 
   }
 }
 
-// The vector path runs when the CPU has AVX2 and torch exports SLEEF. PYSAMPLER_NO_AVX2=1 forces
-// the scalar path (the tests use it to check both paths agree).
-inline bool use_avx2() {
-  static const bool use = [] {
-    const char* off = std::getenv("PYSAMPLER_NO_AVX2");
-    const bool disabled = off != nullptr && off[0] != '\0' && off[0] != '0';
-    return __builtin_cpu_supports("avx2") && Sleef_logf8_u10avx2 != nullptr && Sleef_cosf8_u10avx2 != nullptr &&
-           !disabled;
-  }();
-  return use;
-}
 #endif
 
 // (seed, offset) from a CPU rng tensor (int64 (2,)). The seed's 64 bits are the Philox key (a seed
@@ -155,20 +141,18 @@ inline std::pair<uint64_t, uint64_t> read_rng(const char* op, const at::Tensor& 
 inline void fill_normals(uint64_t seed, uint64_t offset, int64_t n, float* z) {
   alignas(64) uint32_t w0[kNoiseBlock];
   alignas(64) uint32_t w1[kNoiseBlock];
-#ifdef PYSAMPLER_HAVE_AVX2_PATH
-  if (use_avx2()) {
-    // Whole vectors, the tail too (its extra lanes are computed and dropped): every element is
-    // computed the same way wherever the block starts.
-    const int64_t n8 = (n + 7) & ~int64_t{7};
-    philox_block_avx2(seed, offset, n8, w0, w1);
-    box_muller_avx2(w0, w1, n8, z);
-    return;
-  }
-#endif
+#if defined(CPU_CAPABILITY_AVX2)
+  // Whole vectors, the tail too (its extra lanes are computed and dropped): every element is
+  // computed the same way wherever the block starts.
+  const int64_t n8 = (n + 7) & ~int64_t{7};
+  philox_block_avx2(seed, offset, n8, w0, w1);
+  box_muller_avx2(w0, w1, n8, z);
+#else
   philox_block_scalar(seed, offset, n, w0, w1);
   for (int64_t j = 0; j < n; ++j) {
     z[j] = philox_box_muller(philox_word_to_uniform(w0[j]), philox_word_to_uniform(w1[j]));
   }
+#endif
 }
 
 // Vec::size() float32 normals as a Vec of scalar_t.
@@ -185,5 +169,4 @@ inline at::vec::Vectorized<scalar_t> load_noise(const float* z) {
   }
 }
 
-}  // namespace cpu
-}  // namespace pysampler
+}  // namespace pysampler::cpu::CPU_CAPABILITY

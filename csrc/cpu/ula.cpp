@@ -24,11 +24,12 @@
 
 #include "../checks.h"
 #include "noise.h"
+#include "ops.h"
 
-namespace pysampler {
+namespace pysampler::cpu::CPU_CAPABILITY {
 namespace {
 
-constexpr int64_t kBlock = cpu::kNoiseBlock;  // elements per stack block (a few KiB of buffers)
+constexpr int64_t kBlock = kNoiseBlock;  // elements per stack block (a few KiB of buffers)
 constexpr int64_t kGrain = 8192;  // fewest elements worth a thread of their own
 
 // g + w*x: the effective gradient, with the prior term only when kPrior (w != 0).
@@ -58,7 +59,7 @@ void ula_step_kernel(const scalar_t* x, const scalar_t* g, const scalar_t* step,
     scalar_t s = std::sqrt(scalar_t(2) * h) * noise_scale;
     for (int64_t b = begin; b < end; b += kBlock) {
       const int64_t len = std::min(kBlock, end - b);
-      cpu::fill_normals(seed, offset + static_cast<uint64_t>(b), len, z);
+      fill_normals(seed, offset + static_cast<uint64_t>(b), len, z);
       int64_t j = 0;
       if (left >= len) {
         // The whole block is in one chain: h and s are broadcast.
@@ -67,7 +68,7 @@ void ula_step_kernel(const scalar_t* x, const scalar_t* g, const scalar_t* step,
         for (; j + Vec::size() <= len; j += Vec::size()) {
           const Vec xv = Vec::loadu(x + b + j);
           const Vec gv = effective_grad<kPrior>(Vec::loadu(g + b + j), xv, wv);
-          const Vec r = xv - hv * gv + sv * cpu::load_noise<scalar_t>(z + j);
+          const Vec r = xv - hv * gv + sv * load_noise<scalar_t>(z + j);
           r.store(out + b + j);
         }
         for (; j < len; ++j) {
@@ -91,7 +92,7 @@ void ula_step_kernel(const scalar_t* x, const scalar_t* g, const scalar_t* step,
       for (; j + Vec::size() <= len; j += Vec::size()) {
         const Vec xv = Vec::loadu(x + b + j);
         const Vec gv = effective_grad<kPrior>(Vec::loadu(g + b + j), xv, wv);
-        const Vec r = xv - Vec::loadu(hb + j) * gv + Vec::loadu(sb + j) * cpu::load_noise<scalar_t>(z + j);
+        const Vec r = xv - Vec::loadu(hb + j) * gv + Vec::loadu(sb + j) * load_noise<scalar_t>(z + j);
         r.store(out + b + j);
       }
       for (; j < len; ++j) {
@@ -107,7 +108,7 @@ at::Tensor ula_step_cpu(const at::Tensor& x, const at::Tensor& grad, const at::T
   check_ula_step_args(x, grad, step_size, rng);
   check_cpu_state_type("pysampler::ula_step: ", x);
   TORCH_CHECK_VALUE(x.device().is_cpu(), "pysampler::ula_step (CPU): x must be a CPU tensor; got ", x.device());
-  const auto [seed, offset] = cpu::read_rng("pysampler::ula_step: ", rng);
+  const auto [seed, offset] = read_rng("pysampler::ula_step: ", rng);
 
   const at::Tensor xc = x.contiguous();
   const at::Tensor gc = grad.contiguous();
@@ -136,6 +137,9 @@ at::Tensor ula_step_cpu(const at::Tensor& x, const at::Tensor& grad, const at::T
 }
 
 }  // namespace
-}  // namespace pysampler
 
-TORCH_LIBRARY_IMPL(pysampler, CPU, m) { m.impl("ula_step", &pysampler::ula_step_cpu); }
+void register_ula_ops(torch::Library& m) {
+  m.impl("ula_step", &ula_step_cpu);
+}
+
+}  // namespace pysampler::cpu::CPU_CAPABILITY

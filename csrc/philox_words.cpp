@@ -8,7 +8,7 @@
 
 #include <cstdint>
 
-#include "../philox.h"
+#include "philox.h"
 
 namespace pysampler {
 namespace {
