@@ -15,7 +15,7 @@ from . import diagnostics, diffusion, rng
 from .backends import available_backends
 from .samplers import HMC, MALA, ULA, DualAveraging, KineticLangevin, Sampler, State, StepInfo
 from .sampling import SampleResult, sample
-from .targets import EnergyTarget, Gaussian, GaussianMixture, LatentTarget, Target, gmm25
+from .targets import EnergyTarget, Gaussian, GaussianMixture, LatentTarget, MLPEnergy, Target, gmm25
 
 __version__ = "0.1.0"
 
@@ -28,6 +28,7 @@ __all__ = [
     "LatentTarget",
     "Gaussian",
     "GaussianMixture",
+    "MLPEnergy",
     "gmm25",
     "Sampler",
     "State",

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-__all__ = ["Target", "EnergyTarget", "LatentTarget", "GaussianMixture", "Gaussian", "gmm25"]
+__all__ = ["Target", "EnergyTarget", "LatentTarget", "GaussianMixture", "Gaussian", "MLPEnergy", "MLPLayer", "gmm25"]
 
 EnergyFn = Callable[[torch.Tensor], torch.Tensor]
 
@@ -271,6 +272,182 @@ class GaussianMixture(Target):
         resp = weights / total
         grad = (resp[:, :, None] * diff / sd.square()).sum(1)
         return -(top + total.log()).squeeze(1), grad
+
+
+# ---------------------------------------------------------------------------------- MLP energy
+
+#: most Linear layers and widest hidden layer a fused kernel keeps on chip (issue 5's contract)
+MLP_MAX_LAYERS, MLP_MAX_WIDTH = 4, 256
+
+_ACTIVATIONS = (nn.SiLU, nn.Tanh, nn.Softplus, nn.ReLU, nn.LeakyReLU, nn.GELU)
+
+
+@dataclass(frozen=True)
+class MLPLayer:
+    """One Linear layer of an :class:`MLPEnergy` and the activation that follows it.
+
+    weight (out, in), bias (out,) (zeros when the Linear has none); ``activation`` is one of
+    "silu", "tanh", "softplus", "relu", "leaky_relu", "gelu", "gelu_tanh", or None after the last
+    layer; ``param`` is LeakyReLU's negative slope or Softplus's beta (``threshold`` its threshold).
+    """
+
+    weight: torch.Tensor
+    bias: torch.Tensor
+    activation: str | None
+    param: float = 0.0
+    threshold: float = 0.0
+
+
+def _activation_spec(module: nn.Module) -> tuple[str, float, float]:
+    if isinstance(module, nn.SiLU):
+        return "silu", 0.0, 0.0
+    if isinstance(module, nn.Tanh):
+        return "tanh", 0.0, 0.0
+    if isinstance(module, nn.Softplus):
+        return "softplus", float(module.beta), float(module.threshold)
+    if isinstance(module, nn.ReLU):
+        return "relu", 0.0, 0.0
+    if isinstance(module, nn.LeakyReLU):
+        return "leaky_relu", float(module.negative_slope), 0.0
+    if isinstance(module, nn.GELU):
+        return ("gelu_tanh" if module.approximate == "tanh" else "gelu"), 0.0, 0.0
+    raise AssertionError(module)
+
+
+def activation_and_slope(name: str, z: torch.Tensor, param: float = 0.0, threshold: float = 0.0):
+    """(a(z), a'(z)) of a fusable activation, as the fused kernels compute them (torch's definitions)."""
+    if name == "silu":
+        sig = torch.sigmoid(z)
+        return z * sig, sig * (1 + z * (1 - sig))
+    if name == "tanh":
+        t = torch.tanh(z)
+        return t, 1 - t * t
+    if name == "softplus":  # log(1 + e^{βz})/β, linear above the threshold (as nn.Softplus)
+        bz = param * z
+        linear = bz > threshold
+        a = torch.where(linear, z, torch.log1p(torch.exp(torch.where(linear, 0.0, bz))) / param)
+        return a, torch.where(linear, 1.0, torch.sigmoid(bz))
+    if name == "relu":
+        return torch.relu(z), (z > 0).to(z.dtype)
+    if name == "leaky_relu":
+        pos = z > 0
+        return torch.where(pos, z, param * z), torch.where(pos, 1.0, param).to(z.dtype)
+    if name == "gelu":  # z Φ(z)
+        cdf = 0.5 * (1 + torch.erf(z * math.sqrt(0.5)))
+        pdf = torch.exp(-0.5 * z * z) / math.sqrt(2 * math.pi)
+        return z * cdf, cdf + z * pdf
+    if name == "gelu_tanh":  # ½z(1 + tanh(√(2/π)(z + 0.044715 z³)))
+        c = math.sqrt(2 / math.pi)
+        t = torch.tanh(c * (z + 0.044715 * z * z * z))
+        return 0.5 * z * (1 + t), 0.5 * (1 + t) + 0.5 * z * (1 - t * t) * c * (1 + 3 * 0.044715 * z * z)
+    raise ValueError(f"unknown activation {name!r}")
+
+
+class MLPEnergy(Target):
+    """U(x) = f(x) + ½·prior_weight·|x|² for a small MLP f: an ``nn.Sequential`` of Linear layers
+    with one activation between consecutive ones (SiLU, Tanh, Softplus, ReLU, LeakyReLU, GELU),
+    a scalar output, at most 4 Linear layers and hidden width at most 256.
+
+    Such an energy can be fused: the whole-chain kernels evaluate f and its input gradient by
+    hand (forward pass keeping the pre-activations z_l, then δ ← (δ·a'(z_l)) W_l backwards),
+    with the weights loaded once. :meth:`energy_and_grad` computes the same thing in PyTorch.
+    Any other module raises a ValueError that says why; ``EnergyTarget`` samples it unfused.
+    The module's parameters are read when the energy is evaluated (training updates are seen).
+    """
+
+    def __init__(self, module: nn.Module, prior_weight: float = 0.0):
+        self.module = module
+        self.structure = self._check_structure(module)  # [(Linear, activation spec or None)]
+        prior_weight = float(prior_weight)
+        if not math.isfinite(prior_weight) or prior_weight < 0:
+            raise ValueError(f"prior_weight must be a finite number >= 0; got {prior_weight}")
+        self.prior_weight = prior_weight
+        self.dim = self.structure[0][0].in_features
+
+    @staticmethod
+    def _check_structure(module: nn.Module) -> list[tuple[nn.Linear, tuple[str, float, float] | None]]:
+        why = None
+        if not isinstance(module, nn.Sequential):
+            why = f"it is a {type(module).__name__}, not an nn.Sequential of Linear layers and activations"
+        else:
+            children = list(module)
+            linears = children[0::2]
+            acts = children[1::2]
+            if not children or len(children) % 2 == 0:
+                why = "it must alternate Linear, activation, Linear, ..., and end with a Linear layer"
+            elif not all(isinstance(m, nn.Linear) for m in linears):
+                bad = next(m for m in linears if not isinstance(m, nn.Linear))
+                why = f"expected a Linear layer where it has {type(bad).__name__} (layers must alternate Linear, activation)"
+            elif not all(isinstance(m, _ACTIVATIONS) for m in acts):
+                bad = next(m for m in acts if not isinstance(m, _ACTIVATIONS))
+                names = ", ".join(a.__name__ for a in _ACTIVATIONS)
+                why = f"{type(bad).__name__} is not a fusable activation ({names})"
+            elif len(linears) > MLP_MAX_LAYERS:
+                why = f"it has {len(linears)} Linear layers; at most {MLP_MAX_LAYERS} are fused"
+            elif linears[-1].out_features != 1:
+                why = f"its last Linear layer has {linears[-1].out_features} outputs; the energy must be a scalar (1 output)"
+            elif max((m.out_features for m in linears[:-1]), default=0) > MLP_MAX_WIDTH:
+                why = f"a hidden layer is wider than {MLP_MAX_WIDTH}"
+            elif linears[0].in_features > MLP_MAX_WIDTH:
+                why = f"its input has {linears[0].in_features} features; at most {MLP_MAX_WIDTH} are fused"
+        if why is not None:
+            raise ValueError(f"MLPEnergy cannot fuse this module: {why}. EnergyTarget(module) samples any energy, unfused.")
+        specs = [_activation_spec(act) for act in acts] + [None]
+        return list(zip(linears, specs, strict=True))
+
+    def layers(self, dtype: torch.dtype | None = None) -> list[MLPLayer]:
+        """The layers as plain tensors (detached, contiguous, in ``dtype`` if given): what a kernel loads."""
+        out = []
+        for lin, act in self.structure:
+            w = lin.weight.detach()
+            b = lin.bias.detach() if lin.bias is not None else torch.zeros(lin.out_features, dtype=w.dtype, device=w.device)
+            if dtype is not None:
+                w, b = w.to(dtype), b.to(dtype)
+            name, param, threshold = act if act is not None else (None, 0.0, 0.0)
+            out.append(MLPLayer(w.contiguous(), b.contiguous(), name, param, threshold))
+        return out
+
+    def tensors(self) -> list[torch.Tensor]:
+        return [self.structure[0][0].weight]
+
+    def _check_x(self, x: torch.Tensor) -> None:
+        if x.ndim != 2 or x.shape[1] != self.dim:
+            raise ValueError(f"x must have shape (N, {self.dim}) for this MLP; got {tuple(x.shape)}")
+
+    def potential(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_x(x)
+        u = self.module(x).squeeze(-1)
+        if self.prior_weight:
+            u = u + 0.5 * self.prior_weight * x.square().sum(1)
+        return u
+
+    def energy_and_grad(self, x: torch.Tensor, create_graph: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """U and ∇ₓU by hand: forward keeping a'(z_l), then δ ← (δ·a'(z_l)) W_l from the top.
+
+        The same computation as the fused kernels. With ``create_graph`` (a trainer
+        backpropagating through the chain) it goes through autograd instead.
+        """
+        if create_graph:
+            return super().energy_and_grad(x, create_graph=True)
+        self._check_x(x)
+        with torch.no_grad():
+            layers = self.layers()
+            h, slopes = x, []
+            for layer in layers:
+                z = torch.addmm(layer.bias, h, layer.weight.T)
+                if layer.activation is None:
+                    h = z
+                else:
+                    h, slope = activation_and_slope(layer.activation, z, layer.param, layer.threshold)
+                    slopes.append(slope)
+            u = h.squeeze(-1)
+            delta = layers[-1].weight.expand(x.shape[0], -1)  # dU/dh of the last hidden layer (N, width)
+            for layer, slope in zip(reversed(layers[:-1]), reversed(slopes), strict=True):
+                delta = (delta * slope) @ layer.weight
+            if self.prior_weight:
+                u = u + 0.5 * self.prior_weight * x.square().sum(1)
+                delta = delta + self.prior_weight * x
+            return u, delta.contiguous()
 
 
 def gmm25(std: float = 0.5, dtype: torch.dtype = torch.float32, device: torch.device | str | None = None) -> GaussianMixture:
