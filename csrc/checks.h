@@ -6,7 +6,9 @@
 #include <ATen/core/Tensor.h>
 #include <c10/util/Exception.h>
 
+#include <cmath>
 #include <initializer_list>
+#include <optional>
 #include <utility>
 
 namespace pysampler {
@@ -186,6 +188,36 @@ inline void check_posterior_sample_args(const char* op, const at::Tensor& x0, co
   check_like_state(op, "xt", xt, x0);
   check_schedule_args(op, x0, t_index, {{"coef_x0", &coef_x0}, {"coef_xt", &coef_xt}, {"std", &std_table}});
   check_rng(op, rng);
+}
+
+// fused_chain: x (N, *event), energy (N,), grad like x, v like x (kinetic only), step_size and friction
+// (kinetic only) (N,), frozen bool (N,); 0 <= record_from <= n_steps, thin >= 0 (0: no trace),
+// n_leapfrog >= 1, noise_scale finite and >= 0.
+inline void check_fused_chain_args(const char* op, const at::Tensor& x, const at::Tensor& energy,
+                                   const at::Tensor& grad, const std::optional<at::Tensor>& v,
+                                   const at::Tensor& step_size, const std::optional<at::Tensor>& friction,
+                                   const at::Tensor& frozen, const at::Tensor& rng, int64_t n_steps,
+                                   int64_t record_from, int64_t thin, int64_t n_leapfrog, double noise_scale,
+                                   bool kinetic) {
+  check_state(op, x);
+  check_like_state(op, "grad", grad, x);
+  check_per_chain(op, "energy", energy, x);
+  check_per_chain(op, "step_size", step_size, x);
+  if (kinetic) {
+    TORCH_CHECK_VALUE(v.has_value() && friction.has_value(), op, "the kinetic sampler needs v and friction");
+    check_like_state(op, "v", *v, x);
+    check_per_chain(op, "friction", *friction, x);
+  }
+  TORCH_CHECK_VALUE(frozen.scalar_type() == at::kBool && frozen.dim() == 1 && frozen.sym_size(0) == x.sym_size(0), op,
+                    "frozen must be a bool tensor of shape (N,); got ", frozen.scalar_type(), " ", frozen.sym_sizes());
+  check_rng(op, rng);
+  TORCH_CHECK_VALUE(n_steps >= 0, op, "n_steps must be >= 0; got ", n_steps);
+  TORCH_CHECK_VALUE(record_from >= 0 && record_from <= n_steps, op, "record_from must be in [0, n_steps]; got ",
+                    record_from);
+  TORCH_CHECK_VALUE(thin >= 0, op, "thin must be >= 0 (0: no trace); got ", thin);
+  TORCH_CHECK_VALUE(n_leapfrog >= 1, op, "n_leapfrog must be >= 1; got ", n_leapfrog);
+  TORCH_CHECK_VALUE(std::isfinite(noise_scale) && noise_scale >= 0, op, "noise_scale must be finite and >= 0; got ",
+                    noise_scale);
 }
 
 }  // namespace pysampler

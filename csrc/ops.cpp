@@ -11,10 +11,14 @@
 // advance the offset themselves: the sampler state owns it, so steps stay pure and replayable.
 #include <ATen/core/Tensor.h>
 #include <ATen/core/enum_tag.h>
+#include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
 #include <torch/library.h>
 
+#include <optional>
+#include <string>
 #include <tuple>
+#include <vector>
 
 #include "checks.h"
 
@@ -70,6 +74,19 @@ TORCH_LIBRARY(pysampler, m) {
   // Test-only: the four Philox4x32-10 words at counters offset .. offset+n-1 for `seed`, as an
   // int64 tensor (n, 4) of uint32 values on the CPU. Checks the native stream bit for bit.
   m.def("philox_words(int seed, int offset, int n) -> Tensor", {at::Tag::pt2_compliant_tag});
+  // Whole-chain fused sampler (csrc/cpu/fused.cpp; pysampler/fused.py drives it): n_steps steps of
+  // sampler ("ula", "mala", "kinetic", "hmc") on an analytic target ("gaussian_diag",
+  // "gaussian_full", "mixture") given by `params`, from the state (x, energy, grad[, v]) on the
+  // random stream rng. Returns (x, energy, grad, v (empty unless kinetic), frozen, bad_step,
+  // accepted, trace): bad_step (N,) int64 the 1-based step a chain turned non-finite (0: never;
+  // ULA / kinetic freeze it), accepted (N,) int64 accepted steps from record_from on (MALA / HMC),
+  // trace (n_keep, *x.shape) every thin-th state from record_from on (n_keep = 0 when thin == 0).
+  m.def(
+      "fused_chain(str sampler, Tensor x, Tensor energy, Tensor grad, Tensor? v, Tensor step_size, "
+      "Tensor? friction, Tensor frozen, Tensor rng, int n_steps, int record_from, int thin, int n_leapfrog, "
+      "float noise_scale, str target, Tensor[] params) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, "
+      "Tensor)",
+      {at::Tag::pt2_compliant_tag});
   // Which build of the CPU kernels serves this process: "AVX2" or "DEFAULT" (csrc/cpu_dispatch.cpp).
   m.def("cpu_capability() -> str");
 }
@@ -152,10 +169,32 @@ at::Tensor posterior_sample_meta(const at::Tensor& x0, const at::Tensor& xt, con
   return at::empty_like(x0, at::MemoryFormat::Contiguous);
 }
 
+using FusedResult = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
+                               at::Tensor>;
+
+FusedResult fused_chain_meta(const std::string& sampler, const at::Tensor& x, const at::Tensor& energy,
+                             const at::Tensor& grad, const std::optional<at::Tensor>& v, const at::Tensor& step_size,
+                             const std::optional<at::Tensor>& friction, const at::Tensor& frozen,
+                             const at::Tensor& rng, int64_t n_steps, int64_t record_from, int64_t thin,
+                             int64_t n_leapfrog, double noise_scale, const std::string& /*target*/,
+                             at::TensorList /*params*/) {
+  const bool kinetic = sampler == "kinetic";
+  check_fused_chain_args("pysampler::fused_chain: ", x, energy, grad, v, step_size, friction, frozen, rng, n_steps,
+                         record_from, thin, n_leapfrog, noise_scale, kinetic);
+  const int64_t n_keep = thin > 0 ? (n_steps - record_from) / thin : 0;
+  std::vector<int64_t> trace_shape{n_keep};
+  trace_shape.insert(trace_shape.end(), x.sizes().begin(), x.sizes().end());
+  const auto like = [](const at::Tensor& t) { return at::empty_like(t, at::MemoryFormat::Contiguous); };
+  const at::Tensor counts = at::empty({x.size(0)}, x.options().dtype(at::kLong));
+  return {like(x), like(energy), like(grad), kinetic ? like(*v) : at::empty({0}, x.options()), like(frozen), counts,
+          at::empty_like(counts), at::empty(trace_shape, x.options())};
+}
+
 }  // namespace
 }  // namespace pysampler
 
 TORCH_LIBRARY_IMPL(pysampler, Meta, m) {
+  m.impl("fused_chain", &pysampler::fused_chain_meta);
   m.impl("q_sample", &pysampler::q_sample_meta);
   m.impl("posterior_sample", &pysampler::posterior_sample_meta);
   m.impl("momentum", &pysampler::momentum_meta);

@@ -70,11 +70,11 @@ def run_gmm25(args: argparse.Namespace) -> list[Row]:
 
 
 def format_table(rows: list[Row]) -> str:
-    head = f"{'sampler':<16} {'backend':<8} {'chain-steps/s':>14} {'acceptance':>10} {'modes':>7} {'within 2σ':>10}"
+    head = f"{'sampler':<16} {'backend':<10} {'chain-steps/s':>14} {'acceptance':>10} {'modes':>7} {'within 2σ':>10}"
     lines = [head, "-" * len(head)]
     for r in rows:
         lines.append(
-            f"{r.sampler:<16} {r.backend:<8} {r.chain_steps_per_s:>14,.0f} {r.acceptance:>10.3f} "
+            f"{r.sampler:<16} {r.backend:<10} {r.chain_steps_per_s:>14,.0f} {r.acceptance:>10.3f} "
             f"{r.modes_covered:>4}/{r.n_modes:<2} {r.fraction_near:>10.3f}"
         )
     return "\n".join(lines)
@@ -115,7 +115,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--steps", type=int, default=500, help="steps per chain after burn-in")
     s.add_argument("--burn-in", type=int, default=0, help="steps run first and discarded")
     s.add_argument("--seed", type=int, default=0, help="seed of the random stream and of the initial states")
-    s.add_argument("--backend", default="auto", help="auto, torch, cpp, triton (see pysampler.available_backends)")
+    s.add_argument(
+        "--backend", default="auto",
+        help="auto, torch, cpp, cpp-fused (whole-chain kernels, CPU), triton (see pysampler.available_backends)",
+    )
     s.add_argument("--device", default="cpu", help="torch device for the chains, e.g. cpu or cuda")
     s.add_argument("--dtype", choices=["float32", "float64"], default="float32", help="chain dtype")
     s.add_argument("--samplers", nargs="+", choices=["ULA", "MALA", "KineticLangevin", "HMC"],

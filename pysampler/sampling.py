@@ -8,9 +8,10 @@ from dataclasses import dataclass, replace
 import torch
 from tqdm.auto import tqdm
 
+from .fused import FUSED_BACKEND, run_fused, why_not_fused
 from .ops import compute_dtype
 from .samplers.adaptation import DualAveraging
-from .samplers.base import Sampler, State, StepInfo
+from .samplers.base import Sampler, State, StepInfo, as_target
 from .targets import Target
 
 __all__ = ["sample", "SampleResult"]
@@ -68,8 +69,9 @@ def sample(
         sampler: ``ps.ULA``, ``ps.MALA``, ``ps.KineticLangevin`` or ``ps.HMC``.
         n_steps: steps after burn-in (>= 0).
         seed: selects the random stream; same seed and backend ⇒ same chains, bit for bit.
-        backend: "auto" (fastest available for x0's device), or a name from
-            ``ps.available_backends(x0.device)``.
+        backend: "auto" (fastest available for x0's device: the whole-chain fused kernels,
+            "cpp-fused", when the target and run allow them, see ``pysampler.fused``), a name from
+            ``ps.available_backends(x0.device)`` (step-wise), or "cpp-fused".
         burn_in: steps run first and discarded; MALA/HMC step sizes adapt during them when
             the sampler has ``adapt_step_size=True``.
         thin: keep every ``thin``-th post-burn-in state in the trace.
@@ -84,12 +86,20 @@ def sample(
     n_steps = _check_count("n_steps", n_steps, 0)
     burn_in = _check_count("burn_in", burn_in, 0)
     thin = _check_count("thin", thin, 1)
-    state = sampler.init(target, x0, seed, backend=backend, create_graph=create_graph)
+    fused = False
+    if backend in ("auto", FUSED_BACKEND) and isinstance(x0, torch.Tensor):
+        why = why_not_fused(as_target(target), sampler, x0, create_graph=create_graph, callback=callback)
+        if backend == FUSED_BACKEND and why is not None:
+            raise ValueError(f"backend={FUSED_BACKEND!r} cannot run this: {why}; use backend='auto'")
+        fused = why is None
+    state = sampler.init(target, x0, seed, backend="cpp" if fused else backend, create_graph=create_graph)
     adapt = DualAveraging(state.step_size, sampler.target_accept) if (sampler.adapt_step_size and burn_in > 0) else None
     accepted = torch.zeros(state.x.shape[0], dtype=torch.float64, device=state.x.device)
     trace: list[torch.Tensor] = []
     with tqdm(total=burn_in + n_steps, disable=not progress, desc=sampler.name, unit="step") as bar:
-        for i in range(burn_in + n_steps):
+        # Step-wise: every step when not fused; the adapting burn-in when fused (then the rest fused).
+        stepwise = burn_in + n_steps if not fused else (burn_in if adapt is not None else 0)
+        for i in range(stepwise):
             state, info = sampler.step(state)
             if i < burn_in:
                 if adapt is not None:
@@ -104,11 +114,19 @@ def sample(
             if callback is not None:
                 callback(i, state, info)
             bar.update(1)
+        if fused:
+            remaining = burn_in + n_steps - stepwise
+            state, fused_accepted, fused_trace = run_fused(
+                sampler, state, remaining, record_from=burn_in - stepwise, thin=thin if record else 0
+            )
+            accepted += fused_accepted
+            trace.extend(fused_trace.unbind(0))
+            bar.update(remaining)
     rate = accepted / n_steps if n_steps > 0 else torch.full_like(accepted, float("nan"))
     return SampleResult(
         x=state.x,
         accept_rate=rate.to(compute_dtype(state.x.dtype)),
         trace=torch.stack(trace) if record and trace else (state.x.new_empty((0, *state.x.shape)) if record else None),
-        backend=state.backend.name,
+        backend=FUSED_BACKEND if fused else state.backend.name,
         state=state,
     )

@@ -19,7 +19,7 @@ def test_sample_gmm25_covers_every_mode(tmp_path, capsys):
     rows = [line.split() for line in out.splitlines() if line.split() and line.split()[0] in names]
     assert [r[0] for r in rows] == ["ULA", "MALA", "KineticLangevin", "HMC"]
     for name, backend, _rate, acceptance, modes, near in rows:
-        assert backend in ps.available_backends("cpu")
+        assert backend in [*ps.available_backends("cpu"), "cpp-fused"]
         assert modes == "25/25", (name, modes)
         # A 2-D Gaussian has 1 - e^-2 = 0.865 of its mass within 2σ; neighbours add a little.
         assert 0.8 < float(near) < 0.98, (name, near)

@@ -68,7 +68,11 @@ CASES_10D = {
 }
 
 
-@pytest.mark.parametrize("backend", ps.available_backends("cpu"))
+# every step-wise backend, and the whole-chain fused kernels where the native library is built
+BACKENDS_2D = ps.available_backends("cpu") + (["cpp-fused"] if "cpp" in ps.available_backends("cpu") else [])
+
+
+@pytest.mark.parametrize("backend", BACKENDS_2D)
 @pytest.mark.parametrize("name", list(CASES_2D))
 def test_correlated_2d_gaussian(name, backend):
     sampler, n_steps, cov = CASES_2D[name]

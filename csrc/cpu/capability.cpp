@@ -10,6 +10,7 @@ void register_kernels(torch::Library& m) {
   register_hmc_ops(m);
   register_accept_ops(m);
   register_diffusion_ops(m);
+  register_fused_ops(m);
 }
 
 bool kernels_usable() {

@@ -19,6 +19,7 @@ void register_kinetic_ops(torch::Library& m);
 void register_hmc_ops(torch::Library& m);
 void register_accept_ops(torch::Library& m);
 void register_diffusion_ops(torch::Library& m);
+void register_fused_ops(torch::Library& m);
 
 // All of the above (csrc/cpu/capability.cpp).
 void register_kernels(torch::Library& m);

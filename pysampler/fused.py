@@ -1,0 +1,120 @@
+"""Whole-chain fused sampling: every step of a chain in one native call, for analytic targets.
+
+For a target whose energy and gradient a kernel can compute itself (``Gaussian``,
+``GaussianMixture``), ``ps.sample`` hands the whole run to ``pysampler::fused_chain``
+(csrc/cpu/fused.cpp): each thread keeps a block of chains in cache for all the steps (energy,
+gradient, update, Philox noise, MH test) instead of one pass per step op over memory. The
+random stream is the step-wise samplers' (step i uses the counters its step ops would), so a
+fused and a step-wise run from one seed agree to float tolerance; ``res.backend`` says
+``"cpp-fused"``.
+
+Chosen by ``backend="auto"`` on a CPU with the native library when the run allows it (a
+fusable target, float32 / float64, no ``callback``, no ``create_graph``); MALA / HMC step-size
+adaptation runs its burn-in step-wise, then the rest fused. ``backend="cpp-fused"`` asks for
+it and says why when it cannot be used.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import torch
+
+from . import ops
+from .backends import native
+from .samplers.base import Sampler, State
+from .samplers.hmc import HMC
+from .samplers.kinetic import KineticLangevin
+from .samplers.mala import MALA
+from .samplers.ula import ULA
+from .targets import Gaussian, GaussianMixture, Target
+
+__all__ = ["FUSED_BACKEND", "fused_target", "why_not_fused", "run_fused"]
+
+#: the name ``ps.sample`` accepts and reports for the fused path
+FUSED_BACKEND = "cpp-fused"
+
+_SAMPLERS = {ULA: "ula", MALA: "mala", KineticLangevin: "kinetic", HMC: "hmc"}
+
+
+def fused_target(target: Target, dtype: torch.dtype) -> tuple[str, list[torch.Tensor]] | None:
+    """(kind, params) describing ``target`` to the fused kernel (fused.cpp's Energy), or None.
+
+    gaussian_diag: (mean, 1/scale²); gaussian_full: (mean, precision); mixture: (means, 1/σ²,
+    log w − Σ log σ − d/2 log 2π), the terms of ``GaussianMixture``'s own energy_and_grad.
+    """
+    def prep(*ts: torch.Tensor) -> list[torch.Tensor]:
+        return [t.detach().to(dtype).contiguous() for t in ts]
+
+    if isinstance(target, Gaussian):
+        if target.scale_tril is not None:
+            return "gaussian_full", prep(target.mean, target.precision)
+        return "gaussian_diag", prep(target.mean, target.scale.to(dtype).square().reciprocal())
+    if isinstance(target, GaussianMixture):
+        sd = target.stds.to(dtype)
+        d = target.means.shape[1]
+        log_coef = -sd.log().sum(-1) - 0.5 * d * math.log(2 * math.pi) + target.weights.to(dtype).log()
+        return "mixture", prep(target.means, sd.square().reciprocal(), log_coef)
+    return None
+
+
+def why_not_fused(target: Target, sampler: Sampler, x0: torch.Tensor, *, create_graph: bool, callback) -> str | None:
+    """None when the fused path can run this; else the reason, for errors and docs."""
+    if type(sampler) not in _SAMPLERS:
+        return f"{type(sampler).__name__} has no fused kernel (ULA, MALA, KineticLangevin and HMC do)"
+    if fused_target(target, torch.float64) is None:
+        return f"{type(target).__name__} is not a fusable target (Gaussian and GaussianMixture are)"
+    if x0.device.type != "cpu":
+        return f"the fused kernels run on the CPU so far; x0 is on {x0.device}"
+    if x0.dtype not in (torch.float32, torch.float64):
+        return f"the fused kernels take float32 or float64 states; x0 is {x0.dtype}"
+    if not native.available():
+        return f"the native library is not built ({native.load_error()})"
+    if create_graph:
+        return "create_graph=True needs the step-wise autograd path"
+    if callback is not None:
+        return "a per-step callback needs the step-wise path"
+    return None
+
+
+def run_fused(sampler: Sampler, state: State, n_steps: int, record_from: int = 0, thin: int = 0):
+    """Run ``n_steps`` steps of ``sampler`` from ``state`` in one fused call.
+
+    Returns (state after the run, accepted (N,) int64 count of accepted steps from
+    ``record_from`` on (all of them for ULA and kinetic Langevin), trace (n_keep, N, *event):
+    every ``thin``-th state from ``record_from`` on, empty when ``thin == 0``). ULA and kinetic
+    Langevin chains that turn non-finite raise, or freeze with ``on_nonfinite="freeze"``,
+    exactly as in the step-wise samplers.
+    """
+    kind, params = fused_target(state.target, state.x.dtype)
+    name = _SAMPLERS[type(sampler)]
+    x, energy, grad, v, frozen, bad_step, accepted, trace = torch.ops.pysampler.fused_chain(
+        name, state.x, state.energy, state.grad, state.v, state.step_size, state.friction, state.frozen,
+        state.rng, n_steps, record_from, thin, getattr(sampler, "n_leapfrog", 1),
+        float(getattr(sampler, "noise_scale", 1.0)), kind, params,
+    )
+    if name in ("ula", "kinetic"):
+        bad = bad_step > 0
+        if sampler.on_nonfinite == "raise" and bool(bad.any()):
+            first = int(bad_step[bad].min())
+            idx = (bad_step == first).nonzero()[:, 0].tolist()
+            shown = ", ".join(map(str, idx[:10])) + (", ..." if len(idx) > 10 else "")
+            raise FloatingPointError(
+                f"{sampler.name}: {len(idx)} chain(s) became non-finite at step {int(state.step) + first} "
+                f"(chains {shown}); lower step_size, or pass on_nonfinite='freeze' to stop those chains instead"
+            )
+        accepted = torch.full_like(accepted, n_steps - record_from)
+    per_step = {
+        "ula": ops.counters("ula_step", x),
+        "mala": ops.counters("ula_step", x) + ops.counters("mala_accept", x),
+        "kinetic": ops.counters("kinetic_oba", x) + ops.counters("kinetic_bo", x),
+        "hmc": ops.counters("momentum", x) + ops.counters("hmc_accept", x),
+    }[name]
+    rng = state.rng.clone()
+    rng[1] += per_step * n_steps
+    new = replace(
+        state, x=x, energy=energy, grad=grad, v=v if name == "kinetic" else state.v, frozen=frozen,
+        rng=rng, step=state.step + n_steps,
+    )
+    return new, accepted, trace
