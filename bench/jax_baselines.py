@@ -64,8 +64,8 @@ def _potential(target, jnp, jax):
             return 0.5 * (((x - mean) / scale) ** 2).sum()
 
         return potential
-    net = getattr(target, "net", None)  # W3: an nn.Module net(x) + ½|x|² (bench/workloads.py)
-    if isinstance(net, torch.nn.Sequential):
+    if isinstance(target, ps.MLPEnergy):  # W3: net(x) + ½·prior_weight·|x|²
+        net, prior = target.module, target.prior_weight
         layers = []
         for m in net:
             if isinstance(m, torch.nn.Linear):
@@ -79,7 +79,7 @@ def _potential(target, jnp, jax):
             h = x
             for kind, w, b in layers:
                 h = h @ w.T + b if kind == "linear" else jax.nn.silu(h)
-            return h[0] + 0.5 * (x * x).sum()
+            return h[0] + 0.5 * prior * (x * x).sum()
 
         return potential
     raise Unavailable(f"no JAX version of the target {type(target).__name__}")

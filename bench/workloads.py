@@ -7,7 +7,7 @@ get reported; ``PYSAMPLER_BENCH_SCALE`` shrinks chains and steps for a quick run
 
 W1  ULA,  25-Gaussian mixture (means {-4,-2,0,2,4}², σ=0.5), h=0.01, 65,536 chains, 200 steps
 W2  MALA, 100-D diagonal Gaussian, scales logspace(-1, 0, 100), h=0.01, 4,096 chains, 200 steps
-W3  ULA,  MLP energy 2→128→128→1 (SiLU) + ½|x|², h=0.01, 16,384 chains, 200 steps
+W3  ULA,  MLP energy 2→128→128→1 (SiLU) + ½|x|² (ps.MLPEnergy), h=0.01, 16,384 chains, 200 steps
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from torch import nn
 
 import pysampler as ps
 
-__all__ = ["Workload", "MLPEnergy", "WORKLOADS", "bench_scale", "scaled_workloads", "energy_fn"]
+__all__ = ["Workload", "make_mlp", "WORKLOADS", "bench_scale", "scaled_workloads", "energy_fn"]
 
 SCALE_ENV = "PYSAMPLER_BENCH_SCALE"
 #: floors applied when scaling down, so a quick run still exercises every code path
@@ -121,29 +121,18 @@ def _diag_gaussian(device, dtype):
 W3_INIT_SEED = 1234
 
 
-class MLPEnergy(nn.Module):
-    """U(x) = net(x) + ½|x|², net = Linear(2,128)-SiLU-Linear(128,128)-SiLU-Linear(128,1).
-
-    The quadratic term makes exp(-U) normalisable whatever the random weights are. Weights
-    come from PyTorch's default init under a fixed seed (the global RNG is left untouched).
-    """
-
-    def __init__(self, dim: int = 2, hidden: int = 128, seed: int = W3_INIT_SEED):
-        super().__init__()
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            self.net = nn.Sequential(
-                nn.Linear(dim, hidden), nn.SiLU(),
-                nn.Linear(hidden, hidden), nn.SiLU(),
-                nn.Linear(hidden, 1),
-            )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x).squeeze(-1) + 0.5 * x.square().sum(-1)
+def make_mlp(dim: int = 2, hidden: int = 128, seed: int = W3_INIT_SEED) -> nn.Sequential:
+    """net = Linear(2,128)-SiLU-Linear(128,128)-SiLU-Linear(128,1), PyTorch's default init under a
+    fixed seed (the global RNG is left untouched)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return nn.Sequential(nn.Linear(dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, 1))
 
 
 def _mlp_energy(device, dtype):
-    return MLPEnergy().to(device=device, dtype=dtype)
+    # U(x) = net(x) + ½|x|²: the quadratic term makes exp(-U) normalisable whatever the weights.
+    # ps.MLPEnergy is that energy as a fusable target; its potential is the module's own forward.
+    return ps.MLPEnergy(make_mlp().to(device=device, dtype=dtype), prior_weight=1.0)
 
 
 WORKLOADS: dict[str, Workload] = {

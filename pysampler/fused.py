@@ -1,7 +1,7 @@
 """Whole-chain fused sampling: every step of a chain in one native call, for analytic targets.
 
 For a target whose energy and gradient a kernel can compute itself (``Gaussian``,
-``GaussianMixture``), ``ps.sample`` hands the whole run to ``pysampler::fused_chain``
+``GaussianMixture``, ``MLPEnergy``), ``ps.sample`` hands the whole run to ``pysampler::fused_chain``
 (csrc/cpu/fused.cpp): each thread keeps a block of chains in cache for all the steps (energy,
 gradient, update, Philox noise, MH test) instead of one pass per step op over memory. The
 random stream is the step-wise samplers' (step i uses the counters its step ops would), so a
@@ -28,7 +28,7 @@ from .samplers.hmc import HMC
 from .samplers.kinetic import KineticLangevin
 from .samplers.mala import MALA
 from .samplers.ula import ULA
-from .targets import Gaussian, GaussianMixture, Target
+from .targets import Gaussian, GaussianMixture, MLPEnergy, Target
 
 __all__ = ["FUSED_BACKEND", "fused_target", "why_not_fused", "run_fused"]
 
@@ -36,13 +36,17 @@ __all__ = ["FUSED_BACKEND", "fused_target", "why_not_fused", "run_fused"]
 FUSED_BACKEND = "cpp-fused"
 
 _SAMPLERS = {ULA: "ula", MALA: "mala", KineticLangevin: "kinetic", HMC: "hmc"}
+#: fused.cpp's Activation codes for MLPEnergy's activation names
+_ACTIVATION_CODES = {"silu": 0, "tanh": 1, "softplus": 2, "relu": 3, "leaky_relu": 4, "gelu": 5, "gelu_tanh": 6}
 
 
 def fused_target(target: Target, dtype: torch.dtype) -> tuple[str, list[torch.Tensor]] | None:
     """(kind, params) describing ``target`` to the fused kernel (fused.cpp's Energy), or None.
 
     gaussian_diag: (mean, 1/scale²); gaussian_full: (mean, precision); mixture: (means, 1/σ²,
-    log w − Σ log σ − d/2 log 2π), the terms of ``GaussianMixture``'s own energy_and_grad.
+    log w − Σ log σ − d/2 log 2π), the terms of ``GaussianMixture``'s own energy_and_grad; mlp:
+    (spec (L, 3) = activation code / param / threshold per layer, prior_weight (1,), then Wᵀ, W, b
+    per layer) for ``MLPEnergy``.
     """
     def prep(*ts: torch.Tensor) -> list[torch.Tensor]:
         return [t.detach().to(dtype).contiguous() for t in ts]
@@ -51,6 +55,15 @@ def fused_target(target: Target, dtype: torch.dtype) -> tuple[str, list[torch.Te
         if target.scale_tril is not None:
             return "gaussian_full", prep(target.mean, target.precision)
         return "gaussian_diag", prep(target.mean, target.scale.to(dtype).square().reciprocal())
+    if isinstance(target, MLPEnergy):
+        layers = target.layers(dtype)
+        spec = torch.tensor(
+            [[_ACTIVATION_CODES.get(la.activation, 0), la.param, la.threshold] for la in layers], dtype=dtype
+        ).to(layers[0].weight.device)
+        params = [spec, torch.tensor([target.prior_weight], dtype=dtype, device=spec.device)]
+        for la in layers:
+            params += [la.weight.T.contiguous(), la.weight, la.bias]
+        return "mlp", params
     if isinstance(target, GaussianMixture):
         sd = target.stds.to(dtype)
         d = target.means.shape[1]
@@ -64,7 +77,7 @@ def why_not_fused(target: Target, sampler: Sampler, x0: torch.Tensor, *, create_
     if type(sampler) not in _SAMPLERS:
         return f"{type(sampler).__name__} has no fused kernel (ULA, MALA, KineticLangevin and HMC do)"
     if fused_target(target, torch.float64) is None:
-        return f"{type(target).__name__} is not a fusable target (Gaussian and GaussianMixture are)"
+        return f"{type(target).__name__} is not a fusable target (Gaussian, GaussianMixture and MLPEnergy are)"
     if x0.device.type != "cpu":
         return f"the fused kernels run on the CPU so far; x0 is on {x0.device}"
     if x0.dtype not in (torch.float32, torch.float64):

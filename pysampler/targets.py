@@ -339,7 +339,7 @@ def activation_and_slope(name: str, z: torch.Tensor, param: float = 0.0, thresho
         return torch.relu(z), (z > 0).to(z.dtype)
     if name == "leaky_relu":
         pos = z > 0
-        return torch.where(pos, z, param * z), torch.where(pos, 1.0, param).to(z.dtype)
+        return torch.where(pos, z, param * z), torch.where(pos, 1.0, torch.full_like(z, param))
     if name == "gelu":  # z Φ(z)
         cdf = 0.5 * (1 + torch.erf(z * math.sqrt(0.5)))
         pdf = torch.exp(-0.5 * z * z) / math.sqrt(2 * math.pi)

@@ -176,6 +176,55 @@ def test_fused_gmm25_is_sampled_exactly():
     assert bool(((var - 8.25).abs() < Z * se_var).all()), (var, se_var)
 
 
+def _mlp(widths, act, dtype=F64, seed=0):
+    torch.manual_seed(seed)
+    layers = []
+    for i, (a, b) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
+        layers.append(torch.nn.Linear(a, b))
+        if i < len(widths) - 2:
+            layers.append(act)
+    return torch.nn.Sequential(*layers).to(dtype)
+
+
+MLP_ACTIVATIONS = {
+    "silu": torch.nn.SiLU(), "tanh": torch.nn.Tanh(), "softplus": torch.nn.Softplus(beta=2.0, threshold=1.0),
+    "relu": torch.nn.ReLU(), "leaky_relu": torch.nn.LeakyReLU(0.2), "gelu": torch.nn.GELU(),
+    "gelu_tanh": torch.nn.GELU(approximate="tanh"),
+}
+
+
+@pytest.mark.parametrize("act", list(MLP_ACTIVATIONS))
+@pytest.mark.parametrize("widths", [[3, 1], [3, 16, 1], [2, 40, 24, 1], [5, 32, 32, 16, 1]], ids=str)
+def test_fused_mlp_energy_and_gradient(act, widths):
+    # One fused ULA step with zero noise from (x, U(x), ∇U(x)) lands at x - h∇U(x) and reports
+    # U and ∇U there: the kernel's MLP forward / backward against MLPEnergy.energy_and_grad.
+    target = ps.MLPEnergy(_mlp(widths, MLP_ACTIVATIONS[act]), prior_weight=0.3)
+    x = 2 * _x0(37, widths[0], F64)
+    u, g = target.energy_and_grad(x)
+    kind, params = ps.fused.fused_target(target, F64)
+    h = torch.full((37,), 0.05, dtype=F64)
+    out = torch.ops.pysampler.fused_chain(
+        "ula", x, u, g, None, h, None, torch.zeros(37, dtype=torch.bool), torch.tensor([0, 0]), 1, 0, 0, 1, 0.0,
+        kind, params,
+    )
+    y = x - 0.05 * g
+    u_y, g_y = target.energy_and_grad(y)
+    torch.testing.assert_close(out[0], y, rtol=1e-13, atol=1e-13)
+    torch.testing.assert_close(out[1], u_y, rtol=1e-11, atol=1e-11)
+    torch.testing.assert_close(out[2], g_y, rtol=1e-11, atol=1e-11)
+
+
+@pytest.mark.parametrize("sampler_name", ["ULA", "MALA", "KineticLangevin", "HMC"])
+def test_fused_mlp_matches_stepwise(sampler_name):
+    target = ps.MLPEnergy(_mlp([2, 32, 32, 1], torch.nn.SiLU()), prior_weight=1.0)
+    x0 = _x0(45, 2, F64)
+    fused = ps.sample(target, x0, SAMPLERS[sampler_name], 15, backend="cpp-fused", seed=9)
+    step = ps.sample(target, x0, SAMPLERS[sampler_name], 15, backend="cpp", seed=9)
+    assert fused.backend == "cpp-fused"
+    torch.testing.assert_close(fused.x, step.x, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(fused.accept_rate, step.accept_rate, rtol=0, atol=0)
+
+
 def test_fused_op_opcheck_and_errors():
     x = _x0(9, 3, torch.float32)
     target = _targets(torch.float32)["mixture"]

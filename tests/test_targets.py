@@ -42,8 +42,7 @@ def test_mlp_gradient_matches_autograd(act, widths, prior_weight):
     u, g = target.energy_and_grad(x)
     u_ref, g_ref = Target.energy_and_grad(target, x)  # autograd through the module's own forward
     torch.testing.assert_close(u, u_ref, rtol=1e-12, atol=1e-12)
-    # LeakyReLU's autograd backward rounds its slope through float32: 1e-9 covers that, nothing more
-    torch.testing.assert_close(g, g_ref, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(g, g_ref, rtol=1e-12, atol=1e-12)
     assert not u.requires_grad and not g.requires_grad
 
 

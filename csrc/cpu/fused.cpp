@@ -44,7 +44,123 @@ using FusedResult = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, a
 
 // ------------------------------------------------------------------------------------ energies
 
-enum class EnergyKind { kGaussianDiag, kGaussianFull, kMixture };
+enum class EnergyKind { kGaussianDiag, kGaussianFull, kMixture, kMlp };
+
+// Activations of pysampler.targets.MLPEnergy (codes: pysampler/fused.py), and their slopes.
+enum class Activation : int { kSilu = 0, kTanh, kSoftplus, kRelu, kLeakyRelu, kGelu, kGeluTanh };
+
+// One Linear layer of an MLP energy: z = h W^T + b, then the activation (none after the last).
+template <typename T>
+struct MlpLayer {
+  int64_t in = 0, out = 0;
+  const T* weight_t = nullptr;  // (in, out): W^T, for the forward pass
+  const T* weight = nullptr;    // (out, in): W, for the backward pass
+  const T* bias = nullptr;      // (out,)
+  Activation act = Activation::kSilu;
+  T param = 0, threshold = 0;   // LeakyReLU's slope / Softplus's beta and threshold
+};
+
+// out[n * B + b] = bias[n] + sum_k in[k * B + b] * m[k * N + n] for n < N, b < B (B a multiple of
+// twice the vector width): the layer products of the MLP energy, register-blocked 4 outputs x 2
+// vectors of chains, with explicit FMAs (as a BLAS would; the step arithmetic is not contracted).
+template <typename T>
+void gemm_soa(const T* in, int64_t K, const T* m, int64_t N, const T* bias, T* out, int64_t B) {
+  using Vec = at::vec::Vectorized<T>;
+  constexpr int64_t L = Vec::size();
+  for (int64_t b = 0; b < B; b += 2 * L) {
+    int64_t n = 0;
+    for (; n + 4 <= N; n += 4) {
+      Vec acc[4][2];
+      for (int r = 0; r < 4; ++r) {
+        acc[r][0] = acc[r][1] = Vec(bias != nullptr ? bias[n + r] : T(0));
+      }
+      for (int64_t k = 0; k < K; ++k) {
+        const Vec i0 = Vec::loadu(in + k * B + b), i1 = Vec::loadu(in + k * B + b + L);
+        const T* row = m + k * N + n;
+        for (int r = 0; r < 4; ++r) {
+          const Vec w(row[r]);
+          acc[r][0] = at::vec::fmadd(i0, w, acc[r][0]);
+          acc[r][1] = at::vec::fmadd(i1, w, acc[r][1]);
+        }
+      }
+      for (int r = 0; r < 4; ++r) {
+        acc[r][0].store(out + (n + r) * B + b);
+        acc[r][1].store(out + (n + r) * B + b + L);
+      }
+    }
+    for (; n < N; ++n) {
+      Vec a0(bias != nullptr ? bias[n] : T(0)), a1 = a0;
+      for (int64_t k = 0; k < K; ++k) {
+        const Vec w(m[k * N + n]);
+        a0 = at::vec::fmadd(Vec::loadu(in + k * B + b), w, a0);
+        a1 = at::vec::fmadd(Vec::loadu(in + k * B + b + L), w, a1);
+      }
+      a0.store(out + n * B + b);
+      a1.store(out + n * B + b + L);
+    }
+  }
+}
+
+// h = a(z) and slope = a'(z), elementwise over n values (pysampler.targets.activation_and_slope).
+template <typename T>
+void activate(const MlpLayer<T>& layer, const T* z, T* h, T* slope, int64_t n) {
+  using Vec = at::vec::Vectorized<T>;
+  const Vec one(T(1)), zero(T(0)), half(T(0.5));
+  for (int64_t e = 0; e < n; e += Vec::size()) {
+    const Vec x = Vec::loadu(z + e);
+    Vec a, da;
+    switch (layer.act) {
+      case Activation::kSilu: {
+        const Vec sig = one / (one + x.neg().exp());
+        a = x * sig;
+        da = sig * (one + x * (one - sig));
+        break;
+      }
+      case Activation::kTanh: {
+        const Vec t = x.tanh();
+        a = t;
+        da = one - t * t;
+        break;
+      }
+      case Activation::kSoftplus: {  // log(1 + e^{beta x}) / beta, x itself above the threshold
+        const Vec bx = Vec(layer.param) * x;
+        const Vec linear = bx > Vec(layer.threshold);
+        const Vec soft = Vec::blendv(bx, zero, linear).exp().log1p() / Vec(layer.param);
+        a = Vec::blendv(soft, x, linear);
+        da = Vec::blendv(one / (one + bx.neg().exp()), one, linear);
+        break;
+      }
+      case Activation::kRelu: {
+        const Vec pos = x > zero;
+        a = Vec::blendv(zero, x, pos);
+        da = Vec::blendv(zero, one, pos);
+        break;
+      }
+      case Activation::kLeakyRelu: {
+        const Vec pos = x > zero;
+        a = Vec::blendv(Vec(layer.param) * x, x, pos);
+        da = Vec::blendv(Vec(layer.param), one, pos);
+        break;
+      }
+      case Activation::kGelu: {  // x Phi(x)
+        const Vec cdf = half * (one + (x * Vec(T(M_SQRT1_2))).erf());
+        const Vec pdf = (Vec(T(-0.5)) * x * x).exp() * Vec(T(0.3989422804014327));
+        a = x * cdf;
+        da = cdf + x * pdf;
+        break;
+      }
+      case Activation::kGeluTanh: {  // x (1 + tanh(c (x + 0.044715 x^3))) / 2
+        const Vec c(T(0.7978845608028654)), k(T(0.044715));
+        const Vec t = (c * (x + k * x * x * x)).tanh();
+        a = half * x * (one + t);
+        da = half * (one + t) + half * x * (one - t * t) * c * (one + Vec(T(3)) * k * x * x);
+        break;
+      }
+    }
+    a.store(h + e);
+    da.store(slope + e);
+  }
+}
 
 // U and grad U of a block of chains. x, g: (d, B) SoA; u: (B,). B is a multiple of the vector width.
 //   gaussian_diag  params (mean (d,), inv_var (d,)):        g = (x - mean) * inv_var, U = sum(g * r) / 2
@@ -60,11 +176,28 @@ struct Energy {
   const T* mean = nullptr;
   const T* weight = nullptr;  // inv_var or precision
   const T* log_coef = nullptr;
+  std::vector<MlpLayer<T>> layers;  // kMlp
+  T prior_weight = 0;              // kMlp: + prior_weight |x|^2 / 2
+  int64_t max_width = 0;           // kMlp: widest layer output
 
   // Scratch elements eval needs for a block of B chains.
   int64_t scratch_size(int64_t B) const {
     const int64_t lanes = Vec::size();
-    return kind == EnergyKind::kMixture ? k * lanes : (kind == EnergyKind::kGaussianFull ? d * B : 0);
+    switch (kind) {
+      case EnergyKind::kMixture:
+        return k * lanes;
+      case EnergyKind::kGaussianFull:
+        return d * B;
+      case EnergyKind::kMlp: {  // one slope buffer per hidden layer, plus z / h / delta ping-pong
+        int64_t hidden = 0;
+        for (size_t l = 0; l + 1 < layers.size(); ++l) {
+          hidden += layers[l].out;
+        }
+        return (hidden + 3 * std::max(max_width, d)) * B;
+      }
+      default:
+        return 0;
+    }
   }
 
   void eval(const T* x, T* u, T* g, int64_t B, T* scratch) const {
@@ -75,6 +208,68 @@ struct Energy {
         return gaussian_full(x, u, g, B, scratch);
       case EnergyKind::kMixture:
         return mixture(x, u, g, B, scratch);
+      case EnergyKind::kMlp:
+        return mlp(x, u, g, B, scratch);
+    }
+  }
+
+  // Forward pass keeping each hidden layer's slope a'(z_l); backward delta <- (delta * a'(z_l)) W_l
+  // from the top (pysampler.targets.MLPEnergy.energy_and_grad). B must be a multiple of 2 vectors.
+  void mlp(const T* x, T* u, T* g, int64_t B, T* scratch) const {
+    const int64_t n_layers = static_cast<int64_t>(layers.size());
+    const int64_t wide = std::max(max_width, d) * B;
+    std::vector<T*> slopes(n_layers);
+    T* next = scratch;
+    for (int64_t l = 0; l + 1 < n_layers; ++l) {
+      slopes[l] = next;
+      next += layers[l].out * B;
+    }
+    T *z = next, *h = next + wide, *h2 = next + 2 * wide;
+    const T* cur = x;
+    for (int64_t l = 0; l < n_layers; ++l) {
+      const MlpLayer<T>& layer = layers[l];
+      if (l + 1 == n_layers) {
+        gemm_soa(cur, layer.in, layer.weight_t, 1, layer.bias, u, B);  // the scalar output
+        break;
+      }
+      gemm_soa(cur, layer.in, layer.weight_t, layer.out, layer.bias, z, B);
+      activate(layer, z, h, slopes[l], layer.out * B);
+      cur = h;
+      std::swap(h, h2);
+    }
+    // delta = dU/dh of the last hidden layer: the last weight row, the same for every chain.
+    T* delta = z;
+    if (n_layers == 1) {
+      for (int64_t j = 0; j < d; ++j) {
+        std::fill_n(g + j * B, B, layers[0].weight[j]);
+      }
+    } else {
+      const MlpLayer<T>& top = layers[n_layers - 1];
+      for (int64_t j = 0; j < top.in; ++j) {
+        std::fill_n(delta + j * B, B, top.weight[j]);
+      }
+      for (int64_t l = n_layers - 2; l >= 0; --l) {
+        const MlpLayer<T>& layer = layers[l];
+        const int64_t n = layer.out * B;
+        for (int64_t e = 0; e < n; e += Vec::size()) {
+          (Vec::loadu(delta + e) * Vec::loadu(slopes[l] + e)).store(h + e);
+        }
+        T* dst = l == 0 ? g : h2;
+        gemm_soa(h, layer.out, layer.weight, layer.in, static_cast<const T*>(nullptr), dst, B);
+        std::swap(delta, h2);
+      }
+    }
+    if (prior_weight != T(0)) {
+      const Vec w(prior_weight), half(T(0.5));
+      for (int64_t b = 0; b < B; b += Vec::size()) {
+        Vec sq(0);
+        for (int64_t j = 0; j < d; ++j) {
+          const Vec xj = Vec::loadu(x + j * B + b);
+          sq = sq + xj * xj;
+          (Vec::loadu(g + j * B + b) + w * xj).store(g + j * B + b);
+        }
+        (Vec::loadu(u + b) + half * w * sq).store(u + b);
+      }
     }
   }
 
@@ -182,8 +377,51 @@ Energy<T> make_energy(const char* op, const std::string& target, const std::vect
     e.kind = EnergyKind::kMixture;
     e.k = params[0].size(0);
     e.log_coef = params[2].const_data_ptr<T>();
+  } else if (target == "mlp") {
+    // params: spec (L, 3) = (activation code, param, threshold) per layer, prior_weight (1,), then
+    // (W^T (in, out), W (out, in), b (out,)) per layer.
+    TORCH_CHECK_VALUE(params.size() >= 5 && (params.size() - 2) % 3 == 0, op,
+                      "target 'mlp' takes params (spec, prior_weight, then W^T, W, b per layer); got ", params.size(),
+                      " tensors");
+    for (const auto& p : params) {
+      TORCH_CHECK_VALUE(p.scalar_type() == x.scalar_type() && p.device() == x.device() && p.is_contiguous(), op,
+                        "target params must be contiguous tensors of x's dtype and device");
+    }
+    const int64_t n_layers = static_cast<int64_t>(params.size() - 2) / 3;
+    const at::Tensor& spec = params[0];
+    TORCH_CHECK_VALUE(spec.dim() == 2 && spec.size(0) == n_layers && spec.size(1) == 3, op,
+                      "mlp spec must have shape (layers, 3)");
+    TORCH_CHECK_VALUE(params[1].numel() == 1, op, "mlp prior_weight must have one element");
+    e.kind = EnergyKind::kMlp;
+    e.prior_weight = params[1].const_data_ptr<T>()[0];
+    int64_t width = d;
+    for (int64_t l = 0; l < n_layers; ++l) {
+      const at::Tensor &wt = params[2 + 3 * l], &w = params[3 + 3 * l], &b = params[4 + 3 * l];
+      MlpLayer<T> layer;
+      layer.in = w.dim() == 2 ? w.size(1) : -1;
+      layer.out = w.dim() == 2 ? w.size(0) : -1;
+      TORCH_CHECK_VALUE(layer.in == width && wt.dim() == 2 && wt.size(0) == layer.in && wt.size(1) == layer.out &&
+                            b.dim() == 1 && b.size(0) == layer.out,
+                        op, "mlp layer ", l, ": expected W^T (", width, ", out), W (out, ", width, ") and b (out,)");
+      layer.weight_t = wt.const_data_ptr<T>();
+      layer.weight = w.const_data_ptr<T>();
+      layer.bias = b.const_data_ptr<T>();
+      const T* row = spec.const_data_ptr<T>() + 3 * l;
+      const int code = static_cast<int>(row[0]);
+      TORCH_CHECK_VALUE(code >= 0 && code <= static_cast<int>(Activation::kGeluTanh), op, "mlp activation code ",
+                        code, " is unknown");
+      layer.act = static_cast<Activation>(code);
+      layer.param = row[1];
+      layer.threshold = row[2];
+      e.max_width = std::max(e.max_width, layer.out);
+      width = layer.out;
+      e.layers.push_back(layer);
+    }
+    TORCH_CHECK_VALUE(width == 1, op, "the mlp's last layer must have one output");
+    return e;
   } else {
-    TORCH_CHECK_VALUE(false, op, "target must be 'gaussian_diag', 'gaussian_full' or 'mixture'; got '", target, "'");
+    TORCH_CHECK_VALUE(false, op, "target must be 'gaussian_diag', 'gaussian_full', 'mixture' or 'mlp'; got '", target,
+                      "'");
   }
   e.mean = params[0].const_data_ptr<T>();
   e.weight = params[1].const_data_ptr<T>();
@@ -537,13 +775,14 @@ void run_block(const Run<T>& run, Block<T>& blk) {
   }
 }
 
-// Chains per block: a multiple of the vector width, about 2K elements of state per buffer.
+// Chains per block: a multiple of two vector widths (gemm_soa's unit), about 2K elements of
+// state per buffer; MLP energies use 64 chains (their activations stay in L2).
 template <typename T>
-int64_t block_chains(int64_t d, int64_t n_chains) {
-  const int64_t lanes = VecT<T>::size();
-  int64_t b = std::clamp<int64_t>(2048 / std::max<int64_t>(d, 1), lanes, 256);
-  b = std::min(b, (n_chains + lanes - 1) / lanes * lanes);
-  return std::max(lanes, b / lanes * lanes);
+int64_t block_chains(int64_t d, int64_t n_chains, const Energy<T>& e) {
+  const int64_t unit = 2 * VecT<T>::size();
+  int64_t b = e.kind == EnergyKind::kMlp ? 64 : std::clamp<int64_t>(2048 / std::max<int64_t>(d, 1), unit, 256);
+  b = std::min(b, (n_chains + unit - 1) / unit * unit);
+  return std::max(unit, b / unit * unit);
 }
 
 FusedResult fused_chain_cpu(const std::string& sampler, const at::Tensor& x, const at::Tensor& energy,
@@ -586,7 +825,7 @@ FusedResult fused_chain_cpu(const std::string& sampler, const at::Tensor& x, con
                algorithm == Algorithm::kKinetic ? v_out.mutable_data_ptr<T>() : nullptr,
                frozen_out.mutable_data_ptr<bool>(), bad_step.mutable_data_ptr<int64_t>(),
                accepted.mutable_data_ptr<int64_t>(), n_keep > 0 ? trace.mutable_data_ptr<T>() : nullptr};
-    const int64_t B = block_chains<T>(d, n_chains);
+    const int64_t B = block_chains<T>(d, n_chains, run.energy);
     const int64_t n_blocks = (n_chains + B - 1) / B;
     at::parallel_for(0, n_blocks, 1, [&](int64_t begin, int64_t end) {
       Block<T> blk(B, d, run.energy);
