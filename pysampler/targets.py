@@ -358,7 +358,7 @@ class MLPEnergy(Target):
 
     Such an energy can be fused: the whole-chain kernels evaluate f and its input gradient by
     hand (forward pass keeping the pre-activations z_l, then δ ← (δ·a'(z_l)) W_l backwards),
-    with the weights loaded once. :meth:`energy_and_grad` computes the same thing in PyTorch.
+    with the weights loaded once; :meth:`energy_and_grad_by_hand` is that computation in PyTorch.
     Any other module raises a ValueError that says why; ``EnergyTarget`` samples it unfused.
     The module's parameters are read when the energy is evaluated (training updates are seen).
     """
@@ -429,14 +429,11 @@ class MLPEnergy(Target):
             u = u + 0.5 * self.prior_weight * x.square().sum(1)
         return u
 
-    def energy_and_grad(self, x: torch.Tensor, create_graph: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        """U and ∇ₓU by hand: forward keeping a'(z_l), then δ ← (δ·a'(z_l)) W_l from the top.
-
-        The same computation as the fused kernels. With ``create_graph`` (a trainer
-        backpropagating through the chain) it goes through autograd instead.
+    def energy_and_grad_by_hand(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """U and ∇ₓU computed as the fused kernels do: forward keeping a'(z_l), then
+        δ ← (δ·a'(z_l)) W_l from the top. The tests hold it (and the kernels) to autograd;
+        ``energy_and_grad`` itself uses autograd, which runs torch's fused activation kernels.
         """
-        if create_graph:
-            return super().energy_and_grad(x, create_graph=True)
         self._check_x(x)
         with torch.no_grad():
             layers = self.layers()
