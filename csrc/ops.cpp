@@ -89,6 +89,10 @@ TORCH_LIBRARY(pysampler, m) {
       {at::Tag::pt2_compliant_tag});
   // Which build of the CPU kernels serves this process: "AVX2" or "DEFAULT" (csrc/cpu_dispatch.cpp).
   m.def("cpu_capability() -> str");
+  // The CPU ops' output-buffer cache (csrc/cpu_buffers.h): set the cap on cached free bytes
+  // (0 empties and disables it), returning the previous cap; the bytes it holds now.
+  m.def("cpu_buffer_cache_limit(int bytes) -> int");
+  m.def("cpu_buffer_cache_bytes() -> int");
 }
 
 namespace pysampler {

@@ -225,6 +225,45 @@ def test_fused_mlp_matches_stepwise(sampler_name):
     torch.testing.assert_close(fused.accept_rate, step.accept_rate, rtol=0, atol=0)
 
 
+def test_fused_mlp_float32_many_blocks_matches_stepwise():
+    # The W3 shape in float32 over several 256-chain blocks and a partial one: the layer products
+    # go through the BLAS (csrc/cpu/fused.cpp layer_product), the step-wise run through autograd.
+    target = ps.MLPEnergy(_mlp([2, 128, 128, 1], torch.nn.SiLU(), dtype=torch.float32), prior_weight=1.0)
+    x0 = _x0(700, 2, torch.float32)
+    fused = ps.sample(target, x0, ps.ULA(step_size=0.01), 10, backend="cpp-fused", seed=4)
+    step = ps.sample(target, x0, ps.ULA(step_size=0.01), 10, backend="cpp", seed=4)
+    assert fused.backend == "cpp-fused"
+    torch.testing.assert_close(fused.x, step.x, rtol=1e-4, atol=1e-4)
+
+
+_NO_BLAS_SCRIPT = """
+import sys, torch
+import pysampler as ps
+sys.path.insert(0, sys.argv[2])
+from test_fused import _mlp, _x0
+target = ps.MLPEnergy(_mlp([3, 40, 24, 1], torch.nn.Tanh()), prior_weight=0.5)
+x0 = _x0(300, 3, torch.float64)
+torch.save(ps.sample(target, x0, ps.MALA(step_size=0.05), 12, backend="cpp-fused", seed=2).x, sys.argv[1])
+"""
+
+
+def test_fused_mlp_without_blas_matches(tmp_path):
+    # PYSAMPLER_FUSED_NO_BLAS=1 makes the kernels use their own register-blocked product, as on a
+    # torch build that exports no BLAS: same chains as the BLAS path, to float64 rounding.
+    import os
+    import pathlib
+    import subprocess
+    import sys
+
+    path = tmp_path / "no_blas.pt"
+    env = dict(os.environ, PYSAMPLER_FUSED_NO_BLAS="1")
+    here = str(pathlib.Path(__file__).parent)
+    subprocess.run([sys.executable, "-c", _NO_BLAS_SCRIPT, str(path), here], env=env, check=True)
+    target = ps.MLPEnergy(_mlp([3, 40, 24, 1], torch.nn.Tanh()), prior_weight=0.5)
+    with_blas = ps.sample(target, _x0(300, 3, F64), ps.MALA(step_size=0.05), 12, backend="cpp-fused", seed=2).x
+    torch.testing.assert_close(torch.load(path), with_blas, rtol=1e-10, atol=1e-10)
+
+
 def test_fused_op_opcheck_and_errors():
     x = _x0(9, 3, torch.float32)
     target = _targets(torch.float32)["mixture"]

@@ -420,6 +420,80 @@ def test_default_and_avx2_builds_agree(tmp_path):
                 raise AssertionError(f"{key}: the AVX2 and DEFAULT builds differ: {exc}") from None
 
 
+# ------------------------------------------------------------------------- output-buffer cache
+# csrc/cpu_buffers.h: the CPU ops take their outputs of 1 MiB or more from freed blocks of the same
+# size, so a sampler's large states stop paying page faults every step.
+
+
+@pytest.fixture
+def buffer_cache():
+    previous = native.cpu_buffer_cache_limit(1 << 30)
+    native.cpu_buffer_cache_limit(0)  # start empty
+    native.cpu_buffer_cache_limit(1 << 30)
+    yield
+    native.cpu_buffer_cache_limit(previous)
+
+
+def test_large_outputs_reuse_freed_blocks(buffer_cache):
+    x, grad, _ = _inputs((512, 1024), torch.float32)  # 2 MiB outputs
+    step = torch.full((512,), 0.01)
+    first = native.ula_step(x, grad, step, 1.0, _rng(1, 0))
+    address = first.data_ptr()
+    assert native.cpu_buffer_cache_bytes() == 0
+    del first
+    assert native.cpu_buffer_cache_bytes() == x.numel() * 4
+    again = native.ula_step(x, grad, step, 1.0, _rng(3, 7))
+    assert again.data_ptr() == address and native.cpu_buffer_cache_bytes() == 0
+    # a recycled block holds the new result, nothing of the old one
+    assert_close(again, _reference(x, grad, step, 1.0, 3, 7))
+    # multi-output ops too: kinetic_oba's two outputs come back as two blocks
+    del again
+    x_out, v_out = native.kinetic_oba(x, grad, x, step, step, _rng(1, 0))
+    assert {x_out.data_ptr(), v_out.data_ptr()} >= {address}
+    del x_out, v_out
+    assert native.cpu_buffer_cache_bytes() == 2 * x.numel() * 4
+
+
+def test_small_outputs_and_a_zero_limit_bypass_the_cache(buffer_cache):
+    x, grad, _ = _inputs((64, 128), torch.float32)  # 32 KiB: glibc recycles these itself
+    native.ula_step(x, grad, torch.full((64,), 0.01), 1.0, _rng(1, 0))
+    assert native.cpu_buffer_cache_bytes() == 0
+    big, big_grad, _ = _inputs((512, 1024), torch.float32)
+    native.ula_step(big, big_grad, torch.full((512,), 0.01), 1.0, _rng(1, 0))
+    assert native.cpu_buffer_cache_bytes() > 0
+    assert native.cpu_buffer_cache_limit(0) == 1 << 30  # returns the previous cap, empties the cache
+    assert native.cpu_buffer_cache_bytes() == 0
+    native.ula_step(big, big_grad, torch.full((512,), 0.01), 1.0, _rng(1, 0))
+    assert native.cpu_buffer_cache_bytes() == 0
+
+
+def test_buffer_cache_limit_bad_values():
+    for bad in (-1, 1.5, "1", True):
+        with pytest.raises(ValueError, match="limit_bytes must be a non-negative int"):
+            native.cpu_buffer_cache_limit(bad)
+
+
+@pytest.mark.parametrize(("value", "cached"), [("0", False), ("64", True), ("lots", None)])
+def test_buffer_cache_environment_variable(value, cached):
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import torch\nfrom pysampler.backends import native\n"
+        "x = torch.ones(512, 1024)\n"
+        "native.ula_step(x, x, torch.full((512,), 0.01), 1.0, torch.tensor([1, 0]))\n"
+        "print(native.cpu_buffer_cache_bytes())\n"
+    )
+    env = dict(os.environ, PYSAMPLER_CPU_CACHE_MB=value)
+    run = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
+    if cached is None:
+        assert run.returncode != 0 and "PYSAMPLER_CPU_CACHE_MB must be a non-negative whole number" in run.stderr
+    else:
+        assert run.returncode == 0, run.stderr
+        assert (int(run.stdout) > 0) == cached
+
+
 # ------------------------------------------------------------------------- kinetic Langevin
 
 

@@ -10,7 +10,6 @@
 #include <ATen/cpu/vec/functional.h>
 #include <ATen/cpu/vec/vec.h>
 #include <ATen/ops/empty.h>
-#include <ATen/ops/empty_like.h>
 #include <c10/util/Exception.h>
 #include <torch/library.h>
 
@@ -22,6 +21,7 @@
 #include <tuple>
 
 #include "../checks.h"
+#include "../cpu_buffers.h"
 #include "../philox.h"
 #include "noise.h"
 #include "ops.h"
@@ -53,9 +53,9 @@ AcceptResult accept_rows(const char* op, const at::Tensor& x, const at::Tensor& 
   const auto [seed, offset] = read_rng(op, rng);
   const int64_t n_chains = x.size(0);
   const int64_t d = n_chains == 0 ? 0 : x.numel() / n_chains;
-  at::Tensor x_out = at::empty_like(x, at::MemoryFormat::Contiguous);
-  at::Tensor g_out = at::empty_like(grad, at::MemoryFormat::Contiguous);
-  at::Tensor e_out = at::empty_like(energy, at::MemoryFormat::Contiguous);
+  at::Tensor x_out = new_output_like(x);
+  at::Tensor g_out = new_output_like(grad);
+  at::Tensor e_out = new_output_like(energy);
   at::Tensor prob = at::empty({n_chains}, x.options());
   at::Tensor accepted = at::empty({n_chains}, x.options().dtype(at::kBool));
   const scalar_t* xp = x.const_data_ptr<scalar_t>();

@@ -9,7 +9,6 @@
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/cpu/vec/vec.h>
-#include <ATen/ops/empty_like.h>
 #include <c10/util/Exception.h>
 #include <torch/library.h>
 
@@ -18,6 +17,7 @@
 #include <cstdint>
 
 #include "../checks.h"
+#include "../cpu_buffers.h"
 #include "chains.h"
 #include "noise.h"
 #include "ops.h"
@@ -76,7 +76,7 @@ at::Tensor run_diffusion(const char* op, const at::Tensor& x0, const at::Tensor&
   const at::Tensor x0c = x0.contiguous(), tc = t_index.contiguous(), c0c = c0.contiguous(), sc = std_table.contiguous();
   const at::Tensor xtc = kPosterior ? xt.contiguous() : x0c;
   const at::Tensor ctc = kPosterior ? ct.contiguous() : c0c;
-  at::Tensor out = at::empty_like(x0c, at::MemoryFormat::Contiguous);
+  at::Tensor out = new_output_like(x0c);
   const int64_t numel = x0c.numel();
   if (numel == 0) {
     return out;

@@ -24,7 +24,9 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
+#include <type_traits>
 #include <limits>
 #include <string>
 #include <tuple>
@@ -36,8 +38,39 @@
 #include "noise.h"
 #include "ops.h"
 
+// The Fortran BLAS entry points torch's CPU wheels export from libtorch_cpu (MKL on x86-64),
+// declared weak: without them the library still loads, and the MLP layers use gemm_soa.
+extern "C" {
+void sgemm_(const char* transa, const char* transb, const int* m, const int* n, const int* k, const float* alpha,
+            const float* a, const int* lda, const float* b, const int* ldb, const float* beta, float* c,
+            const int* ldc) __attribute__((weak));
+void dgemm_(const char* transa, const char* transb, const int* m, const int* n, const int* k, const double* alpha,
+            const double* a, const int* lda, const double* b, const int* ldb, const double* beta, double* c,
+            const int* ldc) __attribute__((weak));
+}
+
 namespace pysampler::cpu::CPU_CAPABILITY {
 namespace {
+
+template <typename T>
+using GemmFn = void (*)(const char*, const char*, const int*, const int*, const int*, const T*, const T*, const int*,
+                        const T*, const int*, const T*, T*, const int*);
+
+// The BLAS gemm for T, or null when libtorch exports none (or PYSAMPLER_FUSED_NO_BLAS=1, which
+// the tests use to run the fallback).
+template <typename T>
+GemmFn<T> blas_gemm() {
+  static const bool disabled = [] {
+    const char* flag = std::getenv("PYSAMPLER_FUSED_NO_BLAS");
+    return flag != nullptr && flag[0] != '\0' && std::string(flag) != "0";
+  }();
+  if (disabled) return nullptr;
+  if constexpr (std::is_same_v<T, float>) {
+    return sgemm_;
+  } else {
+    return dgemm_;
+  }
+}
 
 using FusedResult = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
                                at::Tensor>;
@@ -60,9 +93,8 @@ struct MlpLayer {
   T param = 0, threshold = 0;   // LeakyReLU's slope / Softplus's beta and threshold
 };
 
-// out[n * B + b] = bias[n] + sum_k in[k * B + b] * m[k * N + n] for n < N, b < B (B a multiple of
-// twice the vector width): the layer products of the MLP energy, register-blocked 4 outputs x 2
-// vectors of chains, with explicit FMAs (as a BLAS would; the step arithmetic is not contracted).
+// layer_product without a BLAS: register-blocked 4 outputs x 2 vectors of chains, with explicit
+// FMAs (as a BLAS would; the step arithmetic is not contracted).
 template <typename T>
 void gemm_soa(const T* in, int64_t K, const T* m, int64_t N, const T* bias, T* out, int64_t B) {
   using Vec = at::vec::Vectorized<T>;
@@ -101,64 +133,98 @@ void gemm_soa(const T* in, int64_t K, const T* m, int64_t N, const T* bias, T* o
   }
 }
 
-// h = a(z) and slope = a'(z), elementwise over n values (pysampler.targets.activation_and_slope).
+// out[n * B + b] = bias[n] + sum_k in[k * B + b] * m[k * N + n] for n < N, b < B (B a multiple of
+// twice the vector width): the layer products of the MLP energy. In BLAS's column-major terms,
+// out (B x N) = in (B x K) * m^T with m stored (N x K), so one ?gemm_("N", "T") call does it (the
+// BLAS torch's own matmul uses); gemm_soa above serves when libtorch exports none.
 template <typename T>
-void activate(const MlpLayer<T>& layer, const T* z, T* h, T* slope, int64_t n) {
-  using Vec = at::vec::Vectorized<T>;
-  const Vec one(T(1)), zero(T(0)), half(T(0.5));
-  for (int64_t e = 0; e < n; e += Vec::size()) {
-    const Vec x = Vec::loadu(z + e);
-    Vec a, da;
-    switch (layer.act) {
-      case Activation::kSilu: {
-        const Vec sig = one / (one + x.neg().exp());
-        a = x * sig;
-        da = sig * (one + x * (one - sig));
-        break;
-      }
-      case Activation::kTanh: {
-        const Vec t = x.tanh();
-        a = t;
-        da = one - t * t;
-        break;
-      }
-      case Activation::kSoftplus: {  // log(1 + e^{beta x}) / beta, x itself above the threshold
-        const Vec bx = Vec(layer.param) * x;
-        const Vec linear = bx > Vec(layer.threshold);
-        const Vec soft = Vec::blendv(bx, zero, linear).exp().log1p() / Vec(layer.param);
-        a = Vec::blendv(soft, x, linear);
-        da = Vec::blendv(one / (one + bx.neg().exp()), one, linear);
-        break;
-      }
-      case Activation::kRelu: {
-        const Vec pos = x > zero;
-        a = Vec::blendv(zero, x, pos);
-        da = Vec::blendv(zero, one, pos);
-        break;
-      }
-      case Activation::kLeakyRelu: {
-        const Vec pos = x > zero;
-        a = Vec::blendv(Vec(layer.param) * x, x, pos);
-        da = Vec::blendv(Vec(layer.param), one, pos);
-        break;
-      }
-      case Activation::kGelu: {  // x Phi(x)
-        const Vec cdf = half * (one + (x * Vec(T(M_SQRT1_2))).erf());
-        const Vec pdf = (Vec(T(-0.5)) * x * x).exp() * Vec(T(0.3989422804014327));
-        a = x * cdf;
-        da = cdf + x * pdf;
-        break;
-      }
-      case Activation::kGeluTanh: {  // x (1 + tanh(c (x + 0.044715 x^3))) / 2
-        const Vec c(T(0.7978845608028654)), k(T(0.044715));
-        const Vec t = (c * (x + k * x * x * x)).tanh();
-        a = half * x * (one + t);
-        da = half * (one + t) + half * x * (one - t * t) * c * (one + Vec(T(3)) * k * x * x);
-        break;
-      }
+void layer_product(const T* in, int64_t K, const T* m, int64_t N, const T* bias, T* out, int64_t B) {
+  const auto gemm = blas_gemm<T>();
+  if (gemm == nullptr || std::max({K, N, B}) > std::numeric_limits<int>::max()) {
+    return gemm_soa(in, K, m, N, bias, out, B);
+  }
+  if (bias != nullptr) {
+    for (int64_t n = 0; n < N; ++n) {
+      std::fill_n(out + n * B, B, bias[n]);
     }
-    a.store(h + e);
-    da.store(slope + e);
+  }
+  const int mi = static_cast<int>(B), ni = static_cast<int>(N), ki = static_cast<int>(K);
+  const T one(1), beta(bias != nullptr ? 1 : 0);
+  gemm("N", "T", &mi, &ni, &ki, &one, in, &mi, m, &ni, &beta, out, &mi);
+}
+
+// a(x) and a'(x) for one vector (pysampler.targets.activation_and_slope).
+template <Activation kAct, typename Vec, typename T>
+inline void activation_and_slope(const Vec& x, T param, T threshold, Vec& a, Vec& da) {
+  const Vec one(T(1)), zero(T(0)), half(T(0.5));
+  if constexpr (kAct == Activation::kSilu) {
+    const Vec sig = one / (one + x.neg().exp());
+    a = x * sig;
+    da = sig * (one + x * (one - sig));
+  } else if constexpr (kAct == Activation::kTanh) {
+    const Vec t = x.tanh();
+    a = t;
+    da = one - t * t;
+  } else if constexpr (kAct == Activation::kSoftplus) {  // log(1 + e^{beta x}) / beta, x above the threshold
+    const Vec bx = Vec(param) * x;
+    const Vec linear = bx > Vec(threshold);
+    const Vec soft = Vec::blendv(bx, zero, linear).exp().log1p() / Vec(param);
+    a = Vec::blendv(soft, x, linear);
+    da = Vec::blendv(one / (one + bx.neg().exp()), one, linear);
+  } else if constexpr (kAct == Activation::kRelu) {
+    const Vec pos = x > zero;
+    a = Vec::blendv(zero, x, pos);
+    da = Vec::blendv(zero, one, pos);
+  } else if constexpr (kAct == Activation::kLeakyRelu) {
+    const Vec pos = x > zero;
+    a = Vec::blendv(Vec(param) * x, x, pos);
+    da = Vec::blendv(Vec(param), one, pos);
+  } else if constexpr (kAct == Activation::kGelu) {  // x Phi(x)
+    const Vec cdf = half * (one + (x * Vec(T(M_SQRT1_2))).erf());
+    const Vec pdf = (Vec(T(-0.5)) * x * x).exp() * Vec(T(0.3989422804014327));
+    a = x * cdf;
+    da = cdf + x * pdf;
+  } else {  // kGeluTanh: x (1 + tanh(c (x + 0.044715 x^3))) / 2
+    const Vec c(T(0.7978845608028654)), k(T(0.044715));
+    const Vec t = (c * (x + k * x * x * x)).tanh();
+    a = half * x * (one + t);
+    da = half * (one + t) + half * x * (one - t * t) * c * (one + Vec(T(3)) * k * x * x);
+  }
+}
+
+// h = a(z + b) and slope = a'(z + b) for the layer's (out, B) block of products z, b its bias
+// (added here rather than in the product: one pass less), one loop per activation.
+template <Activation kAct, typename T>
+void activate_rows(const MlpLayer<T>& layer, const T* z, T* h, T* slope, int64_t B) {
+  using Vec = at::vec::Vectorized<T>;
+  for (int64_t row = 0; row < layer.out; ++row) {
+    const Vec bias(layer.bias != nullptr ? layer.bias[row] : T(0));
+    for (int64_t e = row * B; e < (row + 1) * B; e += Vec::size()) {
+      Vec a, da;
+      activation_and_slope<kAct>(Vec::loadu(z + e) + bias, layer.param, layer.threshold, a, da);
+      a.store(h + e);
+      da.store(slope + e);
+    }
+  }
+}
+
+template <typename T>
+void activate(const MlpLayer<T>& layer, const T* z, T* h, T* slope, int64_t B) {
+  switch (layer.act) {
+    case Activation::kSilu:
+      return activate_rows<Activation::kSilu>(layer, z, h, slope, B);
+    case Activation::kTanh:
+      return activate_rows<Activation::kTanh>(layer, z, h, slope, B);
+    case Activation::kSoftplus:
+      return activate_rows<Activation::kSoftplus>(layer, z, h, slope, B);
+    case Activation::kRelu:
+      return activate_rows<Activation::kRelu>(layer, z, h, slope, B);
+    case Activation::kLeakyRelu:
+      return activate_rows<Activation::kLeakyRelu>(layer, z, h, slope, B);
+    case Activation::kGelu:
+      return activate_rows<Activation::kGelu>(layer, z, h, slope, B);
+    case Activation::kGeluTanh:
+      return activate_rows<Activation::kGeluTanh>(layer, z, h, slope, B);
   }
 }
 
@@ -229,33 +295,33 @@ struct Energy {
     for (int64_t l = 0; l < n_layers; ++l) {
       const MlpLayer<T>& layer = layers[l];
       if (l + 1 == n_layers) {
-        gemm_soa(cur, layer.in, layer.weight_t, 1, layer.bias, u, B);  // the scalar output
+        layer_product(cur, layer.in, layer.weight_t, 1, layer.bias, u, B);  // the scalar output
         break;
       }
-      gemm_soa(cur, layer.in, layer.weight_t, layer.out, layer.bias, z, B);
-      activate(layer, z, h, slopes[l], layer.out * B);
+      layer_product(cur, layer.in, layer.weight_t, layer.out, static_cast<const T*>(nullptr), z, B);
+      activate(layer, z, h, slopes[l], B);
       cur = h;
       std::swap(h, h2);
     }
-    // delta = dU/dh of the last hidden layer: the last weight row, the same for every chain.
-    T* delta = z;
+    // delta = dU/dh of the last hidden layer is the last weight row, the same for every chain: it
+    // enters as a broadcast factor of that layer's slope instead of being written out.
     if (n_layers == 1) {
       for (int64_t j = 0; j < d; ++j) {
         std::fill_n(g + j * B, B, layers[0].weight[j]);
       }
     } else {
-      const MlpLayer<T>& top = layers[n_layers - 1];
-      for (int64_t j = 0; j < top.in; ++j) {
-        std::fill_n(delta + j * B, B, top.weight[j]);
-      }
+      const T* top_row = layers[n_layers - 1].weight;
+      T* delta = z;
       for (int64_t l = n_layers - 2; l >= 0; --l) {
         const MlpLayer<T>& layer = layers[l];
-        const int64_t n = layer.out * B;
-        for (int64_t e = 0; e < n; e += Vec::size()) {
-          (Vec::loadu(delta + e) * Vec::loadu(slopes[l] + e)).store(h + e);
+        for (int64_t row = 0; row < layer.out; ++row) {
+          for (int64_t e = row * B; e < (row + 1) * B; e += Vec::size()) {
+            const Vec upstream = l == n_layers - 2 ? Vec(top_row[row]) : Vec::loadu(delta + e);
+            (upstream * Vec::loadu(slopes[l] + e)).store(h + e);
+          }
         }
         T* dst = l == 0 ? g : h2;
-        gemm_soa(h, layer.out, layer.weight, layer.in, static_cast<const T*>(nullptr), dst, B);
+        layer_product(h, layer.out, layer.weight, layer.in, static_cast<const T*>(nullptr), dst, B);
         std::swap(delta, h2);
       }
     }
@@ -776,11 +842,13 @@ void run_block(const Run<T>& run, Block<T>& blk) {
 }
 
 // Chains per block: a multiple of two vector widths (gemm_soa's unit), about 2K elements of
-// state per buffer; MLP energies use 64 chains (their activations stay in L2).
+// state per buffer. MLP energies take 256 chains in float32, 128 in float64: large enough for the
+// BLAS's kernels to run near peak, small enough that a block's activations (a few width x B
+// values) stay in L2 (256 was fastest of 64-1024 on the 2-core CI Xeon for a 128-wide MLP).
 template <typename T>
 int64_t block_chains(int64_t d, int64_t n_chains, const Energy<T>& e) {
   const int64_t unit = 2 * VecT<T>::size();
-  int64_t b = e.kind == EnergyKind::kMlp ? 64 : std::clamp<int64_t>(2048 / std::max<int64_t>(d, 1), unit, 256);
+  int64_t b = e.kind == EnergyKind::kMlp ? static_cast<int64_t>(1024 / sizeof(T)) : std::clamp<int64_t>(2048 / std::max<int64_t>(d, 1), unit, 256);
   b = std::min(b, (n_chains + unit - 1) / unit * unit);
   return std::max(unit, b / unit * unit);
 }

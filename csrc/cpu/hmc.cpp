@@ -7,8 +7,6 @@
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/cpu/vec/vec.h>
-#include <ATen/ops/empty.h>
-#include <ATen/ops/empty_like.h>
 #include <c10/util/Exception.h>
 #include <torch/library.h>
 
@@ -18,6 +16,7 @@
 #include <tuple>
 
 #include "../checks.h"
+#include "../cpu_buffers.h"
 #include "chains.h"
 #include "noise.h"
 #include "ops.h"
@@ -48,7 +47,7 @@ at::Tensor momentum_cpu(const at::Tensor& rng, const at::Tensor& like) {
   check_cpu_state_type(op, like);
   check_rng(op, rng);
   const auto [seed, offset] = read_rng(op, rng);
-  at::Tensor out = at::empty(like.sizes(), like.options().memory_format(at::MemoryFormat::Contiguous));
+  at::Tensor out = new_output_like(like);
   if (out.scalar_type() == at::kFloat) {
     momentum_kernel(out.mutable_data_ptr<float>(), out.numel(), seed, offset);
   } else {
@@ -120,8 +119,8 @@ std::tuple<at::Tensor, at::Tensor> leapfrog_kick_drift_cpu(const at::Tensor& x, 
   check_cpu_state_type("pysampler::leapfrog_kick_drift: ", x);
   const at::Tensor xc = x.contiguous(), pc = p.contiguous(), gc = grad.contiguous();
   const at::Tensor kc = kick_size.contiguous(), hc = step_size.contiguous();
-  at::Tensor x_out = at::empty_like(xc, at::MemoryFormat::Contiguous);
-  at::Tensor p_out = at::empty_like(pc, at::MemoryFormat::Contiguous);
+  at::Tensor x_out = new_output_like(xc);
+  at::Tensor p_out = new_output_like(pc);
   run_kick_drift<true>(xc, pc, gc, kc, hc, x_out, p_out);
   return {x_out, p_out};
 }
@@ -130,7 +129,7 @@ at::Tensor kick_cpu(const at::Tensor& p, const at::Tensor& grad, const at::Tenso
   check_kick_args("pysampler::kick: ", p, grad, kick_size);
   check_cpu_state_type("pysampler::kick: ", p);
   const at::Tensor pc = p.contiguous(), gc = grad.contiguous(), kc = kick_size.contiguous();
-  at::Tensor p_out = at::empty_like(pc, at::MemoryFormat::Contiguous);
+  at::Tensor p_out = new_output_like(pc);
   at::Tensor unused;
   run_kick_drift<false>(unused, pc, gc, kc, unused, unused, p_out);
   return p_out;

@@ -10,7 +10,6 @@
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/cpu/vec/vec.h>
-#include <ATen/ops/empty_like.h>
 #include <c10/util/Exception.h>
 #include <torch/library.h>
 
@@ -21,6 +20,7 @@
 #include <tuple>
 
 #include "../checks.h"
+#include "../cpu_buffers.h"
 #include "chains.h"
 #include "noise.h"
 #include "ops.h"
@@ -118,8 +118,8 @@ std::tuple<at::Tensor, at::Tensor> kinetic_oba_cpu(const at::Tensor& x, const at
   const auto [seed, offset] = read_rng(op, rng);
   const at::Tensor xc = x.contiguous(), vc = v.contiguous(), gc = grad.contiguous();
   const at::Tensor hc = step_size.contiguous(), fc = friction.contiguous();
-  at::Tensor x_out = at::empty_like(xc, at::MemoryFormat::Contiguous);
-  at::Tensor v_out = at::empty_like(vc, at::MemoryFormat::Contiguous);
+  at::Tensor x_out = new_output_like(xc);
+  at::Tensor v_out = new_output_like(vc);
   run_kinetic<true>(xc, vc, gc, hc, fc, x_out, v_out, seed, offset);
   return {x_out, v_out};
 }
@@ -132,7 +132,7 @@ at::Tensor kinetic_bo_cpu(const at::Tensor& v, const at::Tensor& grad, const at:
   const auto [seed, offset] = read_rng(op, rng);
   const at::Tensor vc = v.contiguous(), gc = grad.contiguous();
   const at::Tensor hc = step_size.contiguous(), fc = friction.contiguous();
-  at::Tensor v_out = at::empty_like(vc, at::MemoryFormat::Contiguous);
+  at::Tensor v_out = new_output_like(vc);
   at::Tensor unused;
   run_kinetic<false>(unused, vc, gc, hc, fc, unused, v_out, seed, offset);
   return v_out;

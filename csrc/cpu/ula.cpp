@@ -12,7 +12,6 @@
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/cpu/vec/vec.h>
-#include <ATen/ops/empty_like.h>
 #include <c10/util/Exception.h>
 #include <torch/library.h>
 
@@ -23,6 +22,7 @@
 #include <type_traits>
 
 #include "../checks.h"
+#include "../cpu_buffers.h"
 #include "noise.h"
 #include "ops.h"
 
@@ -113,7 +113,7 @@ at::Tensor ula_step_cpu(const at::Tensor& x, const at::Tensor& grad, const at::T
   const at::Tensor xc = x.contiguous();
   const at::Tensor gc = grad.contiguous();
   const at::Tensor hc = step_size.contiguous();
-  at::Tensor out = at::empty_like(xc, at::MemoryFormat::Contiguous);
+  at::Tensor out = new_output_like(xc);
   const int64_t numel = xc.numel();
   if (numel == 0) {
     return out;
