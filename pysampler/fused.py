@@ -1,17 +1,19 @@
 """Whole-chain fused sampling: every step of a chain in one native call, for analytic targets.
 
 For a target whose energy and gradient a kernel can compute itself (``Gaussian``,
-``GaussianMixture``, ``MLPEnergy``), ``ps.sample`` hands the whole run to ``pysampler::fused_chain``
-(csrc/cpu/fused.cpp): each thread keeps a block of chains in cache for all the steps (energy,
-gradient, update, Philox noise, MH test) instead of one pass per step op over memory. The
-random stream is the step-wise samplers' (step i uses the counters its step ops would), so a
-fused and a step-wise run from one seed agree to float tolerance; ``res.backend`` says
-``"cpp-fused"``.
+``GaussianMixture``, ``MLPEnergy``), ``ps.sample`` hands the whole run to one kernel call: on the
+CPU ``pysampler::fused_chain`` (csrc/cpu/fused.cpp), where each thread keeps a block of chains in
+cache for all the steps (energy, gradient, update, Philox noise, MH test) instead of one pass per
+step op over memory; on CUDA the Triton kernel of pysampler/kernels/fused.py, where each program
+keeps its chains in registers (Gaussian and GaussianMixture targets so far). The random stream is
+the step-wise samplers' (step i uses the counters its step ops would), so a fused and a
+step-wise run from one seed agree to float tolerance; ``res.backend`` says ``"cpp-fused"`` or
+``"triton-fused"``.
 
-Chosen by ``backend="auto"`` on a CPU with the native library when the run allows it (a
-fusable target, float32 / float64, no ``callback``, no ``create_graph``); MALA / HMC step-size
-adaptation runs its burn-in step-wise, then the rest fused. ``backend="cpp-fused"`` asks for
-it and says why when it cannot be used.
+Chosen by ``backend="auto"`` when the run allows it (a fusable target, float32 / float64, no
+``callback``, no ``create_graph``; on the CPU the native library, on CUDA the Triton backend);
+MALA / HMC step-size adaptation runs its burn-in step-wise, then the rest fused.
+``backend="cpp-fused"`` / ``"triton-fused"`` ask for one and say why when it cannot be used.
 """
 
 from __future__ import annotations
@@ -30,10 +32,17 @@ from .samplers.mala import MALA
 from .samplers.ula import ULA
 from .targets import Gaussian, GaussianMixture, MLPEnergy, Target
 
-__all__ = ["FUSED_BACKEND", "fused_target", "why_not_fused", "run_fused"]
+__all__ = ["FUSED_BACKEND", "TRITON_FUSED_BACKEND", "FUSED_BACKENDS", "fused_backend_for", "fused_target",
+           "why_not_fused", "run_fused"]
 
-#: the name ``ps.sample`` accepts and reports for the fused path
+#: the names ``ps.sample`` accepts and reports for the fused paths: the C++ kernel on the CPU,
+#: the Triton kernel (pysampler/kernels/fused.py) on CUDA
 FUSED_BACKEND = "cpp-fused"
+TRITON_FUSED_BACKEND = "triton-fused"
+FUSED_BACKENDS = (FUSED_BACKEND, TRITON_FUSED_BACKEND)
+#: the energies the Triton whole-chain kernel fuses (MLP energies: the CPU kernel only, so far)
+_TRITON_KINDS = ("gaussian_diag", "gaussian_full", "mixture")
+_TRITON_MAX_DIM = 256
 
 _SAMPLERS = {ULA: "ula", MALA: "mala", KineticLangevin: "kinetic", HMC: "hmc"}
 #: fused.cpp's Activation codes for MLPEnergy's activation names
@@ -72,18 +81,42 @@ def fused_target(target: Target, dtype: torch.dtype) -> tuple[str, list[torch.Te
     return None
 
 
-def why_not_fused(target: Target, sampler: Sampler, x0: torch.Tensor, *, create_graph: bool, callback) -> str | None:
-    """None when the fused path can run this; else the reason, for errors and docs."""
+def fused_backend_for(device: torch.device | str) -> str:
+    """The fused path ``backend="auto"`` would use on ``device``: "triton-fused" on CUDA, else "cpp-fused"."""
+    return TRITON_FUSED_BACKEND if torch.device(device).type == "cuda" else FUSED_BACKEND
+
+
+def why_not_fused(
+    target: Target, sampler: Sampler, x0: torch.Tensor, *, create_graph: bool, callback, backend: str | None = None
+) -> str | None:
+    """None when the fused path ``backend`` (default: the one for x0's device) can run this; else
+    the reason, for errors and docs.
+
+    "triton-fused" also runs on CPU tensors under Triton's interpreter (TRITON_INTERPRET=1), which
+    is how the tests reach it without a GPU; ``backend="auto"`` never picks it there.
+    """
+    backend = backend or fused_backend_for(x0.device)
     if type(sampler) not in _SAMPLERS:
         return f"{type(sampler).__name__} has no fused kernel (ULA, MALA, KineticLangevin and HMC do)"
-    if fused_target(target, torch.float64) is None:
+    described = fused_target(target, torch.float64)
+    if described is None:
         return f"{type(target).__name__} is not a fusable target (Gaussian, GaussianMixture and MLPEnergy are)"
-    if x0.device.type != "cpu":
-        return f"the fused kernels run on the CPU so far; x0 is on {x0.device}"
     if x0.dtype not in (torch.float32, torch.float64):
         return f"the fused kernels take float32 or float64 states; x0 is {x0.dtype}"
-    if not native.available():
-        return f"the native library is not built ({native.load_error()})"
+    if backend == FUSED_BACKEND:
+        if x0.device.type != "cpu":
+            return f"'{FUSED_BACKEND}' runs on the CPU; x0 is on {x0.device} (use '{TRITON_FUSED_BACKEND}' there)"
+        if not native.available():
+            return f"the native library is not built ({native.load_error()})"
+    else:
+        from .backends import available_backends
+
+        if "triton" not in available_backends(x0.device):
+            return f"the Triton kernels cannot run on {x0.device} ({_triton_load_error()})"
+        if described[0] not in _TRITON_KINDS:
+            return f"{type(target).__name__} is fused on the CPU only so far (the Triton kernel takes Gaussian and GaussianMixture)"
+        if x0.dim() != 2 or x0.shape[1] > _TRITON_MAX_DIM:
+            return f"the Triton whole-chain kernel takes (N, d) states with d <= {_TRITON_MAX_DIM}; x0 is {tuple(x0.shape)}"
     if create_graph:
         return "create_graph=True needs the step-wise autograd path"
     if callback is not None:
@@ -91,8 +124,16 @@ def why_not_fused(target: Target, sampler: Sampler, x0: torch.Tensor, *, create_
     return None
 
 
-def run_fused(sampler: Sampler, state: State, n_steps: int, record_from: int = 0, thin: int = 0):
-    """Run ``n_steps`` steps of ``sampler`` from ``state`` in one fused call.
+def _triton_load_error() -> str:
+    from .backends import triton as triton_backend
+
+    return triton_backend.load_error() or "Triton runs on CUDA devices, or on the CPU only under TRITON_INTERPRET=1"
+
+
+def run_fused(
+    sampler: Sampler, state: State, n_steps: int, record_from: int = 0, thin: int = 0, backend: str = FUSED_BACKEND
+):
+    """Run ``n_steps`` steps of ``sampler`` from ``state`` in one fused call of ``backend``'s kernel.
 
     Returns (state after the run, accepted (N,) int64 count of accepted steps from
     ``record_from`` on (all of them for ULA and kinetic Langevin), trace (n_keep, N, *event):
@@ -102,7 +143,11 @@ def run_fused(sampler: Sampler, state: State, n_steps: int, record_from: int = 0
     """
     kind, params = fused_target(state.target, state.x.dtype)
     name = _SAMPLERS[type(sampler)]
-    x, energy, grad, v, frozen, bad_step, accepted, trace = torch.ops.pysampler.fused_chain(
+    if backend == TRITON_FUSED_BACKEND:
+        from .kernels.fused import fused_chain
+    else:
+        fused_chain = torch.ops.pysampler.fused_chain
+    x, energy, grad, v, frozen, bad_step, accepted, trace = fused_chain(
         name, state.x, state.energy, state.grad, state.v, state.step_size, state.friction, state.frozen,
         state.rng, n_steps, record_from, thin, getattr(sampler, "n_leapfrog", 1),
         float(getattr(sampler, "noise_scale", 1.0)), kind, params,

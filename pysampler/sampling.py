@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 import torch
 from tqdm.auto import tqdm
 
-from .fused import FUSED_BACKEND, run_fused, why_not_fused
+from .fused import FUSED_BACKENDS, fused_backend_for, run_fused, why_not_fused
 from .ops import compute_dtype
 from .samplers.adaptation import DualAveraging
 from .samplers.base import Sampler, State, StepInfo, as_target
@@ -70,8 +70,9 @@ def sample(
         n_steps: steps after burn-in (>= 0).
         seed: selects the random stream; same seed and backend ⇒ same chains, bit for bit.
         backend: "auto" (fastest available for x0's device: the whole-chain fused kernels,
-            "cpp-fused", when the target and run allow them, see ``pysampler.fused``), a name from
-            ``ps.available_backends(x0.device)`` (step-wise), or "cpp-fused".
+            "cpp-fused" on the CPU and "triton-fused" on CUDA, when the target and run allow
+            them, see ``pysampler.fused``), a name from ``ps.available_backends(x0.device)``
+            (step-wise), "cpp-fused" or "triton-fused".
         burn_in: steps run first and discarded; MALA/HMC step sizes adapt during them when
             the sampler has ``adapt_step_size=True``.
         thin: keep every ``thin``-th post-burn-in state in the trace.
@@ -87,12 +88,18 @@ def sample(
     burn_in = _check_count("burn_in", burn_in, 0)
     thin = _check_count("thin", thin, 1)
     fused = False
-    if backend in ("auto", FUSED_BACKEND) and isinstance(x0, torch.Tensor):
-        why = why_not_fused(as_target(target), sampler, x0, create_graph=create_graph, callback=callback)
-        if backend == FUSED_BACKEND and why is not None:
-            raise ValueError(f"backend={FUSED_BACKEND!r} cannot run this: {why}; use backend='auto'")
+    fused_backend = None
+    if (backend == "auto" or backend in FUSED_BACKENDS) and isinstance(x0, torch.Tensor):
+        fused_backend = fused_backend_for(x0.device) if backend == "auto" else backend
+        why = why_not_fused(
+            as_target(target), sampler, x0, create_graph=create_graph, callback=callback, backend=fused_backend
+        )
+        if backend in FUSED_BACKENDS and why is not None:
+            raise ValueError(f"backend={backend!r} cannot run this: {why}; use backend='auto'")
         fused = why is None
-    state = sampler.init(target, x0, seed, backend="cpp" if fused else backend, create_graph=create_graph)
+    # a fused run's step-wise part (an adapting burn-in) uses the same family's step ops
+    stepwise_backend = {"cpp-fused": "cpp", "triton-fused": "triton"}.get(fused_backend) if fused else backend
+    state = sampler.init(target, x0, seed, backend=stepwise_backend, create_graph=create_graph)
     adapt = DualAveraging(state.step_size, sampler.target_accept) if (sampler.adapt_step_size and burn_in > 0) else None
     accepted = torch.zeros(state.x.shape[0], dtype=torch.float64, device=state.x.device)
     trace: list[torch.Tensor] = []
@@ -117,7 +124,8 @@ def sample(
         if fused:
             remaining = burn_in + n_steps - stepwise
             state, fused_accepted, fused_trace = run_fused(
-                sampler, state, remaining, record_from=burn_in - stepwise, thin=thin if record else 0
+                sampler, state, remaining, record_from=burn_in - stepwise, thin=thin if record else 0,
+                backend=fused_backend,
             )
             accepted += fused_accepted
             trace.extend(fused_trace.unbind(0))
@@ -127,6 +135,6 @@ def sample(
         x=state.x,
         accept_rate=rate.to(compute_dtype(state.x.dtype)),
         trace=torch.stack(trace) if record and trace else (state.x.new_empty((0, *state.x.shape)) if record else None),
-        backend=FUSED_BACKEND if fused else state.backend.name,
+        backend=fused_backend if fused else state.backend.name,
         state=state,
     )
