@@ -20,7 +20,7 @@ from collections.abc import Callable
 import torch
 
 import pysampler as ps
-from pysampler.fused import FUSED_BACKEND, why_not_fused
+from pysampler.fused import FUSED_BACKEND, FUSED_BACKENDS, TRITON_FUSED_BACKEND, fused_backend_for, why_not_fused
 from pysampler.samplers.base import as_target
 
 from .baselines import make_eager
@@ -52,23 +52,24 @@ def pysampler_backend(backend: str) -> Make:
 
     def make(workload: Workload, device: torch.device) -> Run:
         present = ps.available_backends(device)
-        if backend not in ("auto", FUSED_BACKEND) and backend not in present:
+        if backend not in ("auto", *FUSED_BACKENDS) and backend not in present:
             raise Unavailable(f"backend {backend!r} is not available on {device} (available: {present})")
-        if backend == "triton" and device.type != "cuda":
+        if backend in ("triton", TRITON_FUSED_BACKEND) and device.type != "cuda":
             raise Unavailable("Triton on the CPU is its interpreter: a correctness tool, not timed")
         target = workload.target(device, DTYPE)
         x0 = workload.x0(device, DTYPE)
         sampler = workload.make_sampler()
-        why = why_not_fused(as_target(target), sampler, x0, create_graph=False, callback=None)
-        if backend == FUSED_BACKEND and why is not None:
+        fused_backend = backend if backend in FUSED_BACKENDS else fused_backend_for(device)
+        why = why_not_fused(as_target(target), sampler, x0, create_graph=False, callback=None, backend=fused_backend)
+        if backend in FUSED_BACKENDS and why is not None:
             raise Unavailable(f"no fused path: {why}")
 
         def run() -> torch.Tensor:
             return ps.sample(target, x0, sampler, workload.n_steps, seed=0, backend=backend).x
 
         # what "auto" resolves to (the fused path when it can run, as ps.sample decides)
-        fused = backend == FUSED_BACKEND or (backend == "auto" and why is None)
-        run.backend = FUSED_BACKEND if fused else ps.backends.resolve(backend, device).name
+        fused = backend in FUSED_BACKENDS or (backend == "auto" and why is None)
+        run.backend = fused_backend if fused else ps.backends.resolve(backend, device).name
         return run
 
     return make
@@ -80,6 +81,7 @@ IMPLEMENTATIONS: dict[str, Make] = {
     "pysampler-cpp": pysampler_backend("cpp"),
     "pysampler-triton": pysampler_backend("triton"),
     "pysampler-cpp-fused": pysampler_backend(FUSED_BACKEND),
+    "pysampler-triton-fused": pysampler_backend(TRITON_FUSED_BACKEND),
     "pysampler-auto": pysampler_backend("auto"),
     "jax-jit": jax_jit,
     "blackjax": blackjax_mala,
