@@ -87,7 +87,7 @@ TORCH_LIBRARY(pysampler, m) {
       "float noise_scale, str target, Tensor[] params) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, "
       "Tensor)",
       {at::Tag::pt2_compliant_tag});
-  // Which build of the CPU kernels serves this process: "AVX2" or "DEFAULT" (csrc/cpu_dispatch.cpp).
+  // Which build of the CPU kernels serves this process: "AVX512", "AVX2" or "DEFAULT" (csrc/cpu_dispatch.cpp).
   m.def("cpu_capability() -> str");
   // The CPU ops' output-buffer cache (csrc/cpu_buffers.h): set the cap on cached free bytes
   // (0 empties and disables it), returning the previous cap; the bytes it holds now.

@@ -388,36 +388,46 @@ def _cpu_flags() -> set[str]:
     return set()
 
 
-def test_default_and_avx2_builds_agree(tmp_path):
-    # The CPU kernels are built twice (csrc/cpu/ops.h): AVX2 (8-lane at::vec, AVX2 Philox, SLEEF's
-    # vector logf / cosf) and DEFAULT (any CPU: scalar Philox, libm). The library serves AVX2 where
-    # the CPU has AVX2 and FMA; PYSAMPLER_NO_AVX2=1 forces DEFAULT. Philox words are integers
-    # (bit-identical, see the known-answer test) and the arithmetic is not contracted into FMAs,
-    # so the two builds differ only by the transcendental functions' ulp: every op agrees to the
-    # float tolerance of every backend.
+def test_capability_builds_agree(tmp_path):
+    # The CPU kernels are built three times on x86-64 (csrc/cpu/ops.h): AVX512 (16-lane at::vec),
+    # AVX2 (8-lane at::vec) — both with the AVX2 Philox and SLEEF's vector logf / cosf — and
+    # DEFAULT (any CPU: scalar Philox, libm). The library serves the best one the CPU has;
+    # PYSAMPLER_NO_AVX512=1 stops at AVX2, PYSAMPLER_NO_AVX2=1 forces DEFAULT. Philox words are
+    # integers (bit-identical, see the known-answer test) and the arithmetic is not contracted into
+    # FMAs, so the builds differ only by the transcendental functions' ulp: every op agrees to
+    # the float tolerance of every backend.
     import os
     import platform
     import subprocess
     import sys
 
+    flags = _cpu_flags()
+    x86 = platform.machine() in ("x86_64", "AMD64")
+    avx2 = x86 and {"avx2", "fma"} <= flags
+    avx512 = avx2 and {"avx512f", "avx512bw", "avx512vl", "avx512dq"} <= flags
+    settings = {
+        "best": ({}, "AVX512" if avx512 else ("AVX2" if avx2 else "DEFAULT")),
+        "no_avx512": ({"PYSAMPLER_NO_AVX512": "1"}, "AVX2" if avx2 else "DEFAULT"),
+        "no_avx2": ({"PYSAMPLER_NO_AVX2": "1"}, "DEFAULT"),
+    }
     runs = {}
-    for flag in ("0", "1"):
-        path = tmp_path / f"no_avx2_{flag}.pt"
-        env = dict(os.environ, PYSAMPLER_NO_AVX2=flag)
-        subprocess.run([sys.executable, "-c", _EVERY_OP_SCRIPT, str(path)], env=env, check=True)
-        runs[flag] = torch.load(path)
-    vector_cpu = platform.machine() in ("x86_64", "AMD64") and {"avx2", "fma"} <= _cpu_flags()
-    assert runs["0"].pop("capability") == ("AVX2" if vector_cpu else "DEFAULT")
-    assert runs["1"].pop("capability") == "DEFAULT"
-    assert runs["0"].keys() == runs["1"].keys()
-    for key, fast in runs["0"].items():
-        slow = runs["1"][key]
-        pairs = zip(fast, slow, strict=True) if isinstance(fast, tuple | list) else [(fast, slow)]
-        for a, b in pairs:
-            try:
-                assert torch.equal(a, b) if a.dtype == torch.bool else assert_close(a, b) is None
-            except AssertionError as exc:
-                raise AssertionError(f"{key}: the AVX2 and DEFAULT builds differ: {exc}") from None
+    for name, (extra, expected) in settings.items():
+        path = tmp_path / f"{name}.pt"
+        env = {k: v for k, v in os.environ.items() if k not in ("PYSAMPLER_NO_AVX2", "PYSAMPLER_NO_AVX512")}
+        subprocess.run([sys.executable, "-c", _EVERY_OP_SCRIPT, str(path)], env={**env, **extra}, check=True)
+        runs[name] = torch.load(path)
+        assert runs[name].pop("capability") == expected, name
+    reference = runs.pop("no_avx2")
+    for name, run in runs.items():
+        assert run.keys() == reference.keys()
+        for key, fast in run.items():
+            slow = reference[key]
+            pairs = zip(fast, slow, strict=True) if isinstance(fast, tuple | list) else [(fast, slow)]
+            for a, b in pairs:
+                try:
+                    assert torch.equal(a, b) if a.dtype == torch.bool else assert_close(a, b) is None
+                except AssertionError as exc:
+                    raise AssertionError(f"{key}: the {name} and DEFAULT builds differ: {exc}") from None
 
 
 # ------------------------------------------------------------------------- output-buffer cache

@@ -14,7 +14,7 @@ void register_kernels(torch::Library& m) {
 }
 
 bool kernels_usable() {
-#if defined(CPU_CAPABILITY_AVX2)
+#if defined(PYSAMPLER_NOISE_AVX2)
   return sleef_available();
 #else
   return true;

@@ -4,7 +4,7 @@
 // (z must have room for kNoiseBlock floats: the vector path writes whole 8-lane vectors),
 // the stream of csrc/philox.h (and pysampler/rng.py). One path per capability build (ops.h):
 //
-//   * AVX2: Philox eight counters at a time, then Box-Muller eight lanes at a time with SLEEF's
+//   * AVX2 (and the AVX512 build): Philox eight counters at a time, then Box-Muller eight lanes at a time with SLEEF's
 //     logf / cosf (1-ulp, the same functions torch's own vectorised CPU kernels use; libtorch_cpu
 //     exports them). Every element goes through a full 8-lane vector, the tail too, so an
 //     element's value does not depend on where a block or a thread's range starts.
@@ -23,7 +23,9 @@
 #include <type_traits>
 #include <utility>
 
-#if defined(CPU_CAPABILITY_AVX2)
+// The AVX2 Philox / Box-Muller path serves the AVX512 build too (its CPUs have AVX2).
+#if defined(CPU_CAPABILITY_AVX2) || defined(CPU_CAPABILITY_AVX512)
+#define PYSAMPLER_NOISE_AVX2 1
 #include <immintrin.h>
 #endif
 
@@ -45,7 +47,7 @@ inline void philox_block_scalar(uint64_t seed, uint64_t offset, int64_t n, uint3
   }
 }
 
-#if defined(CPU_CAPABILITY_AVX2)
+#if defined(PYSAMPLER_NOISE_AVX2)
 }  // namespace pysampler::cpu::CPU_CAPABILITY
 
 // SLEEF's AVX2 logf / cosf with 1-ulp error bound, exported by libtorch_cpu. Declared weak, so a
@@ -141,7 +143,7 @@ inline std::pair<uint64_t, uint64_t> read_rng(const char* op, const at::Tensor& 
 inline void fill_normals(uint64_t seed, uint64_t offset, int64_t n, float* z) {
   alignas(64) uint32_t w0[kNoiseBlock];
   alignas(64) uint32_t w1[kNoiseBlock];
-#if defined(CPU_CAPABILITY_AVX2)
+#if defined(PYSAMPLER_NOISE_AVX2)
   // Whole vectors, the tail too (its extra lanes are computed and dropped): every element is
   // computed the same way wherever the block starts.
   const int64_t n8 = (n + 7) & ~int64_t{7};
