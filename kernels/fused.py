@@ -1,5 +1,5 @@
 """Whole-chain fused kernels for the GPU: every step of ULA (and its noise-free flow), MALA, kinetic
-Langevin (OBABO) or HMC on an analytic energy in one launch.
+Langevin (OBABO) or HMC on an analytic or small-MLP energy in one launch.
 
 The Triton twin of csrc/cpu/fused.cpp, with the same arguments and results
 (``pysampler::fused_chain``'s schema in csrc/ops.cpp). Each program owns ``BLOCK_N`` chains and
@@ -16,8 +16,11 @@ trace is written between steps. Energies (the terms ``pysampler.fused.fused_targ
 The random stream is the step-wise samplers' (step i uses the counters its step ops would:
 ULA's normal for element j of chain n at offset + i·N·d + n·d + j, MALA/HMC's uniform after the
 N·d normals, OBABO's second normals after the first), so a fused and a step-wise run from one seed
-agree to float tolerance. MLP energies are fused on the CPU only so far (their tl.dot kernel is
-future work); ``pysampler.fused`` says so when asked.
+agree to float tolerance.
+
+* ``mlp`` (MLPEnergy: up to 4 Linear layers): hidden layers as ``tl.dot`` of the (BLOCK_N, width)
+  activations with the zero-padded weights (``input_precision="ieee"``: no TF32), the activation's
+  slope kept in registers, and the input gradient by hand, δ ← (δ·a'(z_l)) W_l from the top.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from .common import INTERPRETED, launch, load_rng, mh_test, ou_coefficients, spl
 __all__ = ["TARGETS", "ALGORITHMS", "fused_chain"]
 
 #: energy kinds this module fuses (fused_target's names), and the kernel's codes for them
-TARGETS = {"gaussian_diag": 0, "gaussian_full": 1, "mixture": 2}
+TARGETS = {"gaussian_diag": 0, "gaussian_full": 1, "mixture": 2, "mlp": 3}
 #: samplers (fused_target's names) and their codes
 ALGORITHMS = {"ula": 0, "mala": 1, "kinetic": 2, "hmc": 3}
 
@@ -96,6 +99,110 @@ def _energy(x, cols, col_mask, D, K, p0_ptr, p1_ptr, p2_ptr, KIND: tl.constexpr,
 
 
 @triton.jit
+def _target(
+    x, cols, col_mask, D, K, p0_ptr, p1_ptr, p2_ptr, KIND: tl.constexpr, F64: tl.constexpr,
+    wt0, w0, b0, wt1, w1, b1, wt2, w2, b2, w_top, b_top, prm0, prm1, prm2, thr0, thr1, thr2, prior,
+    NL: tl.constexpr, P0: tl.constexpr, P1: tl.constexpr, P2: tl.constexpr, P3: tl.constexpr, PT: tl.constexpr,
+    ACT0: tl.constexpr, ACT1: tl.constexpr, ACT2: tl.constexpr,
+):
+    """The energy of kind KIND (0-2: _energy's analytic ones, 3: an MLP) at the tile x."""
+    if KIND == 3:
+        return _mlp_energy(x, wt0, w0, b0, wt1, w1, b1, wt2, w2, b2, w_top, b_top, prm0, prm1, prm2,
+                           thr0, thr1, thr2, prior, NL, P0, P1, P2, P3, PT, ACT0, ACT1, ACT2, F64)
+    else:
+        return _energy(x, cols, col_mask, D, K, p0_ptr, p1_ptr, p2_ptr, KIND, F64)
+
+
+@triton.jit
+def _log1p(u):
+    """log(1 + u) without cancellation for small u (Kahan's trick; tl has no log1p)."""
+    w = 1.0 + u
+    return tl.where(w == 1.0, u, tl.log(w) * u / (w - 1.0))
+
+
+@triton.jit
+def _activation(z, ACT: tl.constexpr, param, threshold):
+    """(a(z), a'(z)) for MLPEnergy's activation codes (pysampler.fused: silu 0, tanh 1, softplus 2,
+    relu 3, leaky_relu 4, gelu 5, gelu_tanh 6), as pysampler.targets.activation_and_slope."""
+    if ACT == 0:
+        sig = 1.0 / (1.0 + tl.exp(-z))
+        a = z * sig
+        da = sig * (1.0 + z * (1.0 - sig))
+    elif ACT == 1:
+        t = 1.0 - 2.0 / (tl.exp(2.0 * z) + 1.0)  # tanh, saturating cleanly at +-1
+        a = t
+        da = 1.0 - t * t
+    elif ACT == 2:  # log(1 + e^{beta z}) / beta, z itself above the threshold
+        bz = param * z
+        linear = bz > threshold
+        a = tl.where(linear, z, _log1p(tl.exp(tl.where(linear, 0.0, bz))) / param)
+        da = tl.where(linear, 1.0, 1.0 / (1.0 + tl.exp(-bz)))
+    elif ACT == 3:
+        a = tl.where(z > 0, z, 0.0)
+        da = tl.where(z > 0, 1.0, 0.0)
+    elif ACT == 4:
+        a = tl.where(z > 0, z, param * z)
+        da = tl.where(z > 0, 1.0, param + 0.0 * z)
+    elif ACT == 5:  # z Phi(z)
+        cdf = 0.5 * (1.0 + tl.math.erf(z * 0.7071067811865476))
+        a = z * cdf
+        da = cdf + z * tl.exp(-0.5 * z * z) * 0.3989422804014327
+    else:  # z (1 + tanh(c (z + 0.044715 z^3))) / 2
+        inner = 0.7978845608028654 * (z + 0.044715 * z * z * z)
+        t = 1.0 - 2.0 / (tl.exp(2.0 * inner) + 1.0)
+        a = 0.5 * z * (1.0 + t)
+        da = 0.5 * (1.0 + t) + 0.5 * z * (1.0 - t * t) * 0.7978845608028654 * (1.0 + 3.0 * 0.044715 * z * z)
+    return a, da
+
+
+@triton.jit
+def _dense(h, wt_ptr, b_ptr, PI: tl.constexpr, PO: tl.constexpr, F64: tl.constexpr):
+    """h (BLOCK_N, PI) @ W^T (PI, PO) + b: one hidden layer's products on the tensor cores' dot."""
+    ri = tl.arange(0, PI)
+    ro = tl.arange(0, PO)
+    wt = to_compute(tl.load(wt_ptr + ri[:, None] * PO + ro[None, :]), F64)
+    b = to_compute(tl.load(b_ptr + ro), F64)
+    return tl.dot(h, wt, input_precision="ieee") + b[None, :]
+
+
+@triton.jit
+def _back(delta, w_ptr, PO: tl.constexpr, PI: tl.constexpr, F64: tl.constexpr):
+    """delta (BLOCK_N, PO) @ W (PO, PI): the gradient through one layer's weights."""
+    ro = tl.arange(0, PO)
+    ri = tl.arange(0, PI)
+    w = to_compute(tl.load(w_ptr + ro[:, None] * PI + ri[None, :]), F64)
+    return tl.dot(delta, w, input_precision="ieee")
+
+
+@triton.jit
+def _mlp_energy(
+    x, wt0, w0, b0, wt1, w1, b1, wt2, w2, b2, w_top, b_top, prm0, prm1, prm2, thr0, thr1, thr2, prior,
+    NL: tl.constexpr, P0: tl.constexpr, P1: tl.constexpr, P2: tl.constexpr, P3: tl.constexpr, PT: tl.constexpr,
+    ACT0: tl.constexpr, ACT1: tl.constexpr, ACT2: tl.constexpr, F64: tl.constexpr,
+):
+    """U and ∇U of an MLPEnergy with NL Linear layers (hidden widths padded to P1..P3 with zero
+    weights): forward keeping each slope a'(z_l), then δ ← (δ·a'(z_l)) W_l from the top row."""
+    h = x
+    if NL >= 2:
+        h, s1 = _activation(_dense(h, wt0, b0, P0, P1, F64), ACT0, prm0, thr0)
+    if NL >= 3:
+        h, s2 = _activation(_dense(h, wt1, b1, P1, P2, F64), ACT1, prm1, thr1)
+    if NL >= 4:
+        h, s3 = _activation(_dense(h, wt2, b2, P2, P3, F64), ACT2, prm2, thr2)
+    top = to_compute(tl.load(w_top + tl.arange(0, PT)), F64)
+    u = tl.sum(h * top[None, :], axis=1) + to_compute(tl.load(b_top), F64)
+    delta = tl.zeros_like(h) + top[None, :]
+    if NL >= 4:
+        delta = _back(delta * s3, w2, P3, P2, F64)
+    if NL >= 3:
+        delta = _back(delta * s2, w1, P2, P1, F64)
+    if NL >= 2:
+        delta = _back(delta * s1, w0, P1, P0, F64)
+    u = u + 0.5 * prior * tl.sum(x * x, axis=1)
+    return u, delta + prior * x
+
+
+@triton.jit
 def _normals(seed, base, rows, cols, mask, D, dtype: tl.constexpr):
     """The stream's normals for the tile at counter base + row·D + col (0 in padding)."""
     idx = rows.to(tl.int64)[:, None] * D + cols[None, :]
@@ -108,9 +215,12 @@ def _fused_chain_kernel(
     x_ptr, u_ptr, g_ptr, v_ptr, h_ptr, gamma_ptr, frozen_ptr, rng_ptr,
     x_out, u_out, g_out, v_out, frozen_out, bad_out, acc_out, trace_ptr,
     p0_ptr, p1_ptr, p2_ptr,
+    wt0, w0, b0, wt1, w1, b1, wt2, w2, b2, w_top, b_top, prm0, prm1, prm2, thr0, thr1, thr2, prior,
     N, D, K, n_steps, record_from, thin, n_leapfrog, noise_hi, noise_lo,
     ALGO: tl.constexpr, KIND: tl.constexpr, NOISE: tl.constexpr, TRACE: tl.constexpr, F64: tl.constexpr,
     BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+    NL: tl.constexpr, P1: tl.constexpr, P2: tl.constexpr, P3: tl.constexpr, PT: tl.constexpr,
+    ACT0: tl.constexpr, ACT1: tl.constexpr, ACT2: tl.constexpr,
 ):
     rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     cols = tl.arange(0, BLOCK_D)
@@ -147,12 +257,18 @@ def _fused_chain_kernel(
             y = x - h2 * g
             if ALGO == 1 or NOISE:
                 y = y + c[:, None] * _normals(seed, base, rows, cols, mask, D, x.dtype)
-            u_y, g_y = _energy(y, cols, col_mask, D, K, p0_ptr, p1_ptr, p2_ptr, KIND, F64)
+            u_y, g_y = _target(
+                y, cols, col_mask, D, K, p0_ptr, p1_ptr, p2_ptr, KIND, F64, wt0, w0, b0, wt1, w1, b1, wt2, w2, b2,
+                w_top, b_top, prm0, prm1, prm2, thr0, thr1, thr2, prior, NL, BLOCK_D, P1, P2, P3, PT, ACT0, ACT1, ACT2,
+            )
         elif ALGO == 2:  # O(h/2) B(h/2) A(h), gradient, B(h/2) O(h/2)
             v_y = a[:, None] * v + c[:, None] * _normals(seed, base, rows, cols, mask, D, x.dtype)
             v_y = v_y - 0.5 * h2 * g
             y = x + h2 * v_y
-            u_y, g_y = _energy(y, cols, col_mask, D, K, p0_ptr, p1_ptr, p2_ptr, KIND, F64)
+            u_y, g_y = _target(
+                y, cols, col_mask, D, K, p0_ptr, p1_ptr, p2_ptr, KIND, F64, wt0, w0, b0, wt1, w1, b1, wt2, w2, b2,
+                w_top, b_top, prm0, prm1, prm2, thr0, thr1, thr2, prior, NL, BLOCK_D, P1, P2, P3, PT, ACT0, ACT1, ACT2,
+            )
             v_y = v_y - 0.5 * h2 * g_y
             v_y = a[:, None] * v_y + c[:, None] * _normals(seed, base + nd, rows, cols, mask, D, x.dtype)
         else:  # HMC: p0 ~ N(0, I); L leapfrog steps with merged kicks; closing half kick in the test
@@ -165,7 +281,10 @@ def _fused_chain_kernel(
                 kick = tl.where(l == 0, 0.5 * h2, h2)
                 p = p - kick * g_y
                 y = y + h2 * p
-                u_y, g_y = _energy(y, cols, col_mask, D, K, p0_ptr, p1_ptr, p2_ptr, KIND, F64)
+                u_y, g_y = _target(
+                    y, cols, col_mask, D, K, p0_ptr, p1_ptr, p2_ptr, KIND, F64, wt0, w0, b0, wt1, w1, b1, wt2, w2, b2,
+                    w_top, b_top, prm0, prm1, prm2, thr0, thr1, thr2, prior, NL, BLOCK_D, P1, P2, P3, PT, ACT0, ACT1, ACT2,
+                )
         if ALGO == 0 or ALGO == 2:  # unadjusted: a non-finite chain freezes at its last finite state
             ok = _finite(y) & _finite(g_y)
             if ALGO == 2:
@@ -211,12 +330,67 @@ def _fused_chain_kernel(
     tl.store(acc_out + rows, accepted, mask=row_mask)
 
 
-def _tile(n_chains: int, d: int) -> dict:
+def _tile(n_chains: int, d: int, mlp_meta: dict) -> dict:
+    if mlp_meta["NL"] > 0:  # tl.dot takes tiles of at least 16 x 16
+        block_d = mlp_meta.pop("P0")
+        widest = max(block_d, mlp_meta["P1"], mlp_meta["P2"], mlp_meta["P3"])
+        if INTERPRETED:
+            return {"BLOCK_N": max(16, min(_pow2_at_least(n_chains), _INTERPRETER_TILE // widest)), "BLOCK_D": block_d}
+        return {"BLOCK_N": 32, "BLOCK_D": block_d, "num_warps": _GPU_WARPS}
     block_d = _pow2_at_least(d)
     if INTERPRETED:
         block_n = max(1, min(_pow2_at_least(n_chains), _INTERPRETER_TILE // block_d))
         return {"BLOCK_N": block_n, "BLOCK_D": block_d}
     return {"BLOCK_N": max(1, min(64, _GPU_TILE // block_d)), "BLOCK_D": block_d, "num_warps": _GPU_WARPS}
+
+
+def _padded_width(width: int) -> int:
+    return max(16, _pow2_at_least(width))
+
+
+def _NO_MLP(dev: torch.device, dtype: torch.dtype) -> dict:
+    """Placeholder MLP arguments for the analytic energies (never read)."""
+    z = torch.zeros(1, device=dev, dtype=dtype)
+    return {"tensors": [z] * 11, "scalars": [0.0] * 7,
+            "meta": {"NL": 0, "P1": 1, "P2": 1, "P3": 1, "PT": 1, "ACT0": 0, "ACT1": 0, "ACT2": 0}}
+
+
+def _mlp_arguments(params: list[torch.Tensor], d: int, dev: torch.device, dtype: torch.dtype) -> dict:
+    """The kernel's MLP arguments from pysampler.fused.fused_target's "mlp" params (spec (L, 3),
+    prior_weight (1,), then W^T, W, b per layer): each hidden layer's W^T, W and b zero-padded to
+    power-of-two widths of at least 16 (padded units get zero weights in and out, so they add
+    nothing), the last layer's weight row and bias, and the activation codes and parameters."""
+    spec, prior, layers = params[0].cpu(), float(params[1].item()), params[2:]
+    n_layers = len(layers) // 3
+    if not 1 <= n_layers <= 4:
+        raise ValueError(f"fused_chain (triton): an MLP with 1 to 4 Linear layers, got {n_layers}")
+    widths = [d] + [int(layers[3 * i + 1].shape[0]) for i in range(n_layers)]
+    padded = [_padded_width(w) for w in widths[:-1]]
+    z = torch.zeros(1, device=dev, dtype=dtype)
+    tensors, meta = [], {"NL": n_layers}
+    for i in range(3):
+        if i < n_layers - 1:
+            pi, po = padded[i], padded[i + 1]
+            wt, w, b = layers[3 * i], layers[3 * i + 1], layers[3 * i + 2]
+            wt_pad = torch.zeros(pi, po, device=dev, dtype=dtype)
+            wt_pad[: wt.shape[0], : wt.shape[1]] = wt
+            w_pad = torch.zeros(po, pi, device=dev, dtype=dtype)
+            w_pad[: w.shape[0], : w.shape[1]] = w
+            b_pad = torch.zeros(po, device=dev, dtype=dtype)
+            b_pad[: b.shape[0]] = b
+            tensors += [wt_pad, w_pad, b_pad]
+        else:
+            tensors += [z, z, z]
+    top_w, top_b = layers[3 * (n_layers - 1) + 1], layers[3 * (n_layers - 1) + 2]
+    w_top = torch.zeros(padded[-1], device=dev, dtype=dtype)
+    w_top[: top_w.shape[1]] = top_w[0]
+    tensors += [w_top, top_b.reshape(1)]
+    codes = [int(spec[i, 0]) for i in range(n_layers - 1)] + [0] * 3
+    prm = [float(spec[i, 1]) if i < n_layers - 1 else 0.0 for i in range(3)]
+    thr = [float(spec[i, 2]) if i < n_layers - 1 else 0.0 for i in range(3)]
+    meta.update(P0=padded[0], P1=padded[1] if n_layers > 1 else 1, P2=padded[2] if n_layers > 2 else 1,
+                P3=padded[3] if n_layers > 3 else 1, PT=padded[-1], ACT0=codes[0], ACT1=codes[1], ACT2=codes[2])
+    return {"tensors": tensors, "scalars": [*prm, *thr, prior], "meta": meta}
 
 
 def fused_chain(
@@ -237,7 +411,7 @@ def fused_chain(
     if sampler not in ALGORITHMS:
         raise ValueError(f"{op}: sampler must be one of {sorted(ALGORITHMS)}, got {sampler!r}")
     if target not in TARGETS:
-        raise ValueError(f"{op}: target must be one of {sorted(TARGETS)} (MLP energies fuse on the CPU only), got {target!r}")
+        raise ValueError(f"{op}: target must be one of {sorted(TARGETS)}, got {target!r}")
     if x.dim() != 2 or x.dtype not in (torch.float32, torch.float64):
         raise ValueError(f"{op}: x must be a float32 or float64 (N, d) tensor, got {tuple(x.shape)} {x.dtype}")
     n, d = x.shape
@@ -253,6 +427,9 @@ def fused_chain(
     dev, dtype = x.device, x.dtype
     x, grad, energy, step_size = (t.to(dtype).contiguous() for t in (x, grad, energy, step_size))
     params = [p.to(device=dev, dtype=dtype).contiguous() for p in params]
+    mlp = _mlp_arguments(params, d, dev, dtype) if target == "mlp" else _NO_MLP(dev, dtype)
+    if target == "mlp":
+        params = []
     while len(params) < 3:
         params.append(torch.zeros(1, device=dev, dtype=dtype))
     k = params[0].shape[0] if target == "mixture" else 1
@@ -265,16 +442,16 @@ def fused_chain(
     accepted = torch.empty(n, device=dev, dtype=torch.int64)
     trace = torch.empty((n_keep, n, d), device=dev, dtype=dtype)
     gamma = friction.to(dtype).contiguous() if kinetic else step_size
-    meta = _tile(n, d)
+    meta = _tile(n, d, mlp["meta"])
     noise_hi, noise_lo = split_scalar(float(noise_scale))
     if n > 0:
         launch(
             _fused_chain_kernel, ((n + meta["BLOCK_N"] - 1) // meta["BLOCK_N"],), dev,
             x, energy, grad, v_in, step_size, gamma, frozen.contiguous(), rng,
             x_out, u_out, g_out, v_out if kinetic else x_out, frozen_out, bad, accepted, trace if n_keep else x_out,
-            params[0], params[1], params[2],
+            params[0], params[1], params[2], *mlp["tensors"], *mlp["scalars"],
             n, d, k, int(n_steps), int(record_from), max(int(thin), 1), int(n_leapfrog), noise_hi, noise_lo,
             ALGO=ALGORITHMS[sampler], KIND=TARGETS[target], NOISE=float(noise_scale) != 0.0, TRACE=n_keep > 0,
-            F64=dtype == torch.float64, **meta,
+            F64=dtype == torch.float64, **meta, **mlp["meta"],
         )
     return x_out, u_out, g_out, v_out, frozen_out, bad, accepted, trace

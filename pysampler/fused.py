@@ -5,7 +5,7 @@ For a target whose energy and gradient a kernel can compute itself (``Gaussian``
 CPU ``pysampler::fused_chain`` (csrc/cpu/fused.cpp), where each thread keeps a block of chains in
 cache for all the steps (energy, gradient, update, Philox noise, MH test) instead of one pass per
 step op over memory; on CUDA the Triton kernel of pysampler/kernels/fused.py, where each program
-keeps its chains in registers (Gaussian and GaussianMixture targets so far). The random stream is
+keeps its chains in registers (MLP layers as ``tl.dot``). The random stream is
 the step-wise samplers' (step i uses the counters its step ops would), so a fused and a
 step-wise run from one seed agree to float tolerance; ``res.backend`` says ``"cpp-fused"`` or
 ``"triton-fused"``.
@@ -40,8 +40,6 @@ __all__ = ["FUSED_BACKEND", "TRITON_FUSED_BACKEND", "FUSED_BACKENDS", "fused_bac
 FUSED_BACKEND = "cpp-fused"
 TRITON_FUSED_BACKEND = "triton-fused"
 FUSED_BACKENDS = (FUSED_BACKEND, TRITON_FUSED_BACKEND)
-#: the energies the Triton whole-chain kernel fuses (MLP energies: the CPU kernel only, so far)
-_TRITON_KINDS = ("gaussian_diag", "gaussian_full", "mixture")
 _TRITON_MAX_DIM = 256
 
 _SAMPLERS = {ULA: "ula", MALA: "mala", KineticLangevin: "kinetic", HMC: "hmc"}
@@ -113,8 +111,6 @@ def why_not_fused(
 
         if "triton" not in available_backends(x0.device):
             return f"the Triton kernels cannot run on {x0.device} ({_triton_load_error()})"
-        if described[0] not in _TRITON_KINDS:
-            return f"{type(target).__name__} is fused on the CPU only so far (the Triton kernel takes Gaussian and GaussianMixture)"
         if x0.dim() != 2 or x0.shape[1] > _TRITON_MAX_DIM:
             return f"the Triton whole-chain kernel takes (N, d) states with d <= {_TRITON_MAX_DIM}; x0 is {tuple(x0.shape)}"
     if create_graph:

@@ -27,7 +27,7 @@ _SCRIPT = textwrap.dedent(
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    from pysampler.kernels import common, diffusion as Df, hmc as H, langevin as L
+    from pysampler.kernels import common, diffusion as Df, fused as F, hmc as H, langevin as L
 
     assert not common.INTERPRETED
     TARGET = GPUTarget("cuda", 90, 32)
@@ -81,6 +81,33 @@ _SCRIPT = textwrap.dedent(
             compile_kernel(H._hmc_accept_kernel, dict(x_ptr=s, e_ptr=c, g_ptr=s, p0_ptr=s, y_ptr=s, ey_ptr=c, gy_ptr=s,
                            p_ptr=s, k_ptr=c, rng_ptr="*i64", x_out=s, e_out=c, g_out=s, prob_out=c, acc_out="*i1",
                            N="i32", D="i32"), tiles, f"hmc_accept {st} D={d}")
+    # the whole-chain kernel: every sampler on the mixture and on a 3-layer MLP, the Gaussians
+    # with MALA; float32 and float64 state (the fused path takes no half storage)
+    for st, f64 in (("fp32", False), ("fp64", True)):
+        s = "*" + st
+        types = dict(x_ptr=s, u_ptr=s, g_ptr=s, v_ptr=s, h_ptr=s, gamma_ptr=s, frozen_ptr="*i1", rng_ptr="*i64",
+                     x_out=s, u_out=s, g_out=s, v_out=s, frozen_out="*i1", bad_out="*i64", acc_out="*i64",
+                     trace_ptr=s, p0_ptr=s, p1_ptr=s, p2_ptr=s,
+                     **{n: s for n in ("wt0", "w0", "b0", "wt1", "w1", "b1", "wt2", "w2", "b2", "w_top", "b_top")},
+                     **{n: "fp32" for n in ("prm0", "prm1", "prm2", "thr0", "thr1", "thr2", "prior")},
+                     N="i32", D="i32", K="i32", n_steps="i32", record_from="i32", thin="i32", n_leapfrog="i32",
+                     noise_hi="fp32", noise_lo="fp32")
+        cases = [(a, 2) for a in range(4)] + [(a, 3) for a in range(4)] + [(1, 0), (1, 1)]
+        for algo, kind in cases:
+            if kind == 3:
+                mlp = F._mlp_arguments(
+                    [torch.tensor([[0.0, 0, 0], [5, 0, 0], [0, 0, 0]]), torch.tensor([1.0]),
+                     torch.zeros(2, 32), torch.zeros(32, 2), torch.zeros(32),
+                     torch.zeros(32, 20), torch.zeros(20, 32), torch.zeros(20),
+                     torch.zeros(20, 1), torch.zeros(1, 20), torch.zeros(1)], 2, torch.device("cpu"), torch.float32)
+                meta = mlp["meta"]
+            else:
+                meta = F._NO_MLP(torch.device("cpu"), torch.float32)["meta"]
+            tile = F._tile(4096, 2, dict(meta))
+            meta = {k: v for k, v in meta.items() if k != "P0"}
+            compile_kernel(F._fused_chain_kernel, types,
+                           dict(tile, **meta, ALGO=algo, KIND=kind, NOISE=True, TRACE=True, F64=f64),
+                           f"fused_chain {st} algo={algo} kind={kind}")
     print("\\n".join(failures))
     print(f"compiled {count} failed {len(failures)}")
     """

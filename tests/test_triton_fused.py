@@ -96,6 +96,41 @@ def test_triton_fused_matches_cpu_fused_float64(kernels, target_name, sampler):
         assert 0 < int(cpu[6].sum()) < n * 15  # some accepted, some rejected: the MH test was exercised
 
 
+_ACTS = {
+    "silu": torch.nn.SiLU(), "tanh": torch.nn.Tanh(), "softplus": torch.nn.Softplus(beta=2.0, threshold=1.0),
+    "relu": torch.nn.ReLU(), "leaky_relu": torch.nn.LeakyReLU(0.2), "gelu": torch.nn.GELU(),
+    "gelu_tanh": torch.nn.GELU(approximate="tanh"),
+}
+
+
+def _mlp(widths, act, dtype=F64):
+    torch.manual_seed(0)
+    layers = []
+    for i, (a, b) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
+        layers.append(torch.nn.Linear(a, b))
+        if i < len(widths) - 2:
+            layers.append(act)
+    return torch.nn.Sequential(*layers).to(dtype)
+
+
+@pytest.mark.parametrize(("act", "widths", "sampler"), [
+    ("silu", [2, 16, 1], "ula"), ("tanh", [3, 20, 12, 1], "mala"), ("softplus", [2, 24, 1], "kinetic"),
+    ("relu", [2, 16, 16, 16, 1], "hmc"), ("leaky_relu", [5, 16, 1], "ula"), ("gelu", [2, 17, 1], "mala"),
+    ("gelu_tanh", [2, 16, 1], "ula"), ("silu", [4, 1], "mala"),
+], ids=str)
+def test_triton_fused_mlp_matches_cpu_fused(kernels, act, widths, sampler):
+    # tl.dot layers with zero-padded widths (17 -> 32, 20 -> 32, inputs 2..5 -> 16), every activation,
+    # one to four Linear layers, every sampler: the same chains as the CPU kernel (MKL products).
+    target = ps.MLPEnergy(_mlp(widths, _ACTS[act]), prior_weight=0.5)
+    n = 24
+    x = torch.randn(n, widths[0], generator=torch.Generator().manual_seed(1), dtype=F64)
+    step = torch.full((n,), 0.05 if sampler != "hmc" else 0.2, dtype=F64)
+    kw = {"n_steps": 8, "record_from": 2, "thin": 3}
+    tri = _run(kernels.fused_chain, sampler, target, x.to(DEV), step.to(DEV), device=DEV, **kw)
+    cpu = _run(torch.ops.pysampler.fused_chain, sampler, target, x, step, **kw)
+    _compare(tri, cpu, 1e-5)
+
+
 @pytest.mark.parametrize("sampler", ["ula", "mala"])
 def test_triton_fused_float32_odd_dimension(kernels, sampler):
     d, n = 7, 50
@@ -129,8 +164,8 @@ def test_triton_fused_bad_arguments(kernels):
               torch.zeros(4, dtype=torch.bool, device=DEV), torch.tensor([0, 0], device=DEV), 3, 0, 0, 1, 1.0)
     with pytest.raises(ValueError, match="sampler must be one of"):
         kernels.fused_chain("nuts", *common, "gaussian_diag", [torch.zeros(2), torch.ones(2)])
-    with pytest.raises(ValueError, match="MLP energies fuse on the CPU only"):
-        kernels.fused_chain("ula", *common, "mlp", [])
+    with pytest.raises(ValueError, match="target must be one of"):
+        kernels.fused_chain("ula", *common, "quartic", [])
     with pytest.raises(ValueError, match="'kinetic' needs v"):
         kernels.fused_chain("kinetic", *common, "gaussian_diag", [torch.zeros(2), torch.ones(2)])
 
@@ -153,9 +188,19 @@ def test_sample_with_triton_fused_matches_stepwise(sampler):
 
 
 def test_triton_fused_says_why_it_cannot_run():
-    mlp = ps.MLPEnergy(torch.nn.Sequential(torch.nn.Linear(2, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1)))
-    with pytest.raises(ValueError, match="fused on the CPU only so far"):
-        ps.sample(mlp, torch.zeros(4, 2, device=DEV), ps.ULA(0.01), 2, backend="triton-fused")
+    wide = ps.Gaussian(torch.zeros(300), torch.ones(300))
+    with pytest.raises(ValueError, match="d <= 256"):
+        ps.sample(wide, torch.zeros(4, 300, device=DEV), ps.ULA(0.01), 2, backend="triton-fused")
     with pytest.raises(ValueError, match="needs the step-wise path"):
         ps.sample(ps.gmm25(), torch.zeros(4, 2, device=DEV), ps.ULA(0.01), 2, backend="triton-fused",
                   callback=lambda *a: None)
+
+
+def test_sample_mlp_with_triton_fused_matches_stepwise():
+    target = ps.MLPEnergy(_mlp([2, 16, 16, 1], torch.nn.SiLU()), prior_weight=1.0)
+    x0 = torch.randn(32, 2, generator=torch.Generator().manual_seed(3), dtype=F64).to(DEV)
+    fused = ps.sample(target, x0, ps.MALA(step_size=0.1), 10, backend="triton-fused", seed=5)
+    step = ps.sample(target, x0, ps.MALA(step_size=0.1), 10, backend="triton", seed=5)
+    assert fused.backend == "triton-fused"
+    torch.testing.assert_close(fused.x, step.x, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(fused.accept_rate, step.accept_rate, rtol=0, atol=0)
