@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import torch
 
-__all__ = ["eager_ula", "eager_mala", "make_eager"]
+__all__ = ["eager_ula", "eager_mala", "make_eager", "make_compiled"]
 
 Energy = Callable[[torch.Tensor], torch.Tensor]
 
@@ -71,4 +71,62 @@ def make_eager(energy: Energy, x0: torch.Tensor, algorithm: str, step_size: floa
         return lambda: eager_ula(energy, x0, step_size, n_steps)
     if algorithm == "mala":
         return lambda: eager_mala(energy, x0, step_size, n_steps)[0]
+    raise ValueError(f"algorithm must be 'ula' or 'mala'; got {algorithm!r}")
+
+
+def make_compiled(energy: Energy, x0: torch.Tensor, algorithm: str, step_size: float, n_steps: int) -> Callable[[], torch.Tensor]:
+    """The same chains with one step under ``torch.compile``, called ``n_steps`` times from Python.
+
+    What a user gets by compiling their step: ∇U through ``torch.func.grad_and_value`` (which
+    Dynamo traces; ``torch.autograd.grad`` would break the graph), the update and the MH test in
+    one Inductor graph, noise from ``torch.randn_like`` / ``torch.rand_like`` as in the eager loop.
+    The first call compiles (the benchmark's untimed warm-up round).
+    """
+    h = step_size
+    noise_std = math.sqrt(2.0 * h)
+
+    def total(x):
+        u = energy(x)
+        return u.sum(), u
+
+    grad_and_energy = torch.func.grad_and_value(total, has_aux=True)
+
+    def energy_and_grad(x):
+        g, (_, u) = grad_and_energy(x)
+        return u, g
+
+    if algorithm == "ula":
+
+        @torch.compile(dynamic=False)
+        def ula_step(x):
+            _, g = energy_and_grad(x)
+            return x - h * g + noise_std * torch.randn_like(x)
+
+        def run() -> torch.Tensor:
+            x = x0.detach()
+            for _ in range(n_steps):
+                x = ula_step(x)
+            return x
+
+        return run
+    if algorithm == "mala":
+
+        @torch.compile(dynamic=False)
+        def mala_step(x, u, g):
+            y = x - h * g + noise_std * torch.randn_like(x)
+            u_y, g_y = energy_and_grad(y)
+            log_q_fwd = -(y - x + h * g).square().sum(1) / (4.0 * h)
+            log_q_bwd = -(x - y + h * g_y).square().sum(1) / (4.0 * h)
+            accept = torch.rand_like(u).log() < u - u_y + log_q_bwd - log_q_fwd
+            return (torch.where(accept[:, None], y, x), torch.where(accept, u_y, u),
+                    torch.where(accept[:, None], g_y, g))
+
+        def run() -> torch.Tensor:
+            x = x0.detach()
+            u, g = _energy_and_grad(energy, x)
+            for _ in range(n_steps):
+                x, u, g = mala_step(x, u, g)
+            return x
+
+        return run
     raise ValueError(f"algorithm must be 'ula' or 'mala'; got {algorithm!r}")

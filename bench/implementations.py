@@ -23,7 +23,7 @@ import pysampler as ps
 from pysampler.fused import FUSED_BACKEND, FUSED_BACKENDS, TRITON_FUSED_BACKEND, fused_backend_for, why_not_fused
 from pysampler.samplers.base import as_target
 
-from .baselines import make_eager
+from .baselines import make_compiled, make_eager
 from .jax_baselines import blackjax_mala, jax_jit
 from .workloads import Workload, energy_fn
 
@@ -75,8 +75,16 @@ def pysampler_backend(backend: str) -> Make:
     return make
 
 
+def compiled(workload: Workload, device: torch.device) -> Run:
+    """The hand-written loop with one step under ``torch.compile`` (bench/baselines.py)."""
+    target = workload.target(device, DTYPE)
+    x0 = workload.x0(device, DTYPE)
+    return make_compiled(energy_fn(target), x0, workload.algorithm, workload.step_size, workload.n_steps)
+
+
 IMPLEMENTATIONS: dict[str, Make] = {
     "eager": eager,
+    "torch-compile": compiled,
     "pysampler-torch": pysampler_backend("torch"),
     "pysampler-cpp": pysampler_backend("cpp"),
     "pysampler-triton": pysampler_backend("triton"),
