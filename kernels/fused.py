@@ -29,7 +29,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .common import INTERPRETED, launch, load_rng, mh_test, ou_coefficients, split_scalar, join_scalar, to_compute
+from .common import INTERPRETED, join_scalar, launch, load_rng, mh_test, ou_coefficients, split_scalar, to_compute
 
 __all__ = ["TARGETS", "ALGORITHMS", "fused_chain"]
 
@@ -277,8 +277,8 @@ def _fused_chain_kernel(
             y = x
             g_y = g
             u_y = u
-            for l in range(n_leapfrog):
-                kick = tl.where(l == 0, 0.5 * h2, h2)
+            for leap in range(n_leapfrog):
+                kick = tl.where(leap == 0, 0.5 * h2, h2)
                 p = p - kick * g_y
                 y = y + h2 * p
                 u_y, g_y = _target(
