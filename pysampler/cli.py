@@ -117,7 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0, help="seed of the random stream and of the initial states")
     s.add_argument(
         "--backend", default="auto",
-        help="auto, torch, cpp, cpp-fused (whole-chain kernels, CPU), triton, triton-fused (whole-chain, CUDA) (see pysampler.available_backends)",
+        help=(
+            "auto, torch, cpp, cpp-fused (whole-chain kernels, CPU), triton, triton-fused (whole-chain, CUDA); "
+            "see pysampler.available_backends"
+        ),
     )
     s.add_argument("--device", default="cpu", help="torch device for the chains, e.g. cpu or cuda")
     s.add_argument("--dtype", choices=["float32", "float64"], default="float32", help="chain dtype")
