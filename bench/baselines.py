@@ -102,6 +102,7 @@ def make_compiled(energy: Energy, x0: torch.Tensor, algorithm: str, step_size: f
             _, g = energy_and_grad(x)
             return x - h * g + noise_std * torch.randn_like(x)
 
+        @torch.no_grad()  # no graph to the module's parameters (grad_and_value still differentiates in x)
         def run() -> torch.Tensor:
             x = x0.detach()
             for _ in range(n_steps):
@@ -124,8 +125,9 @@ def make_compiled(energy: Energy, x0: torch.Tensor, algorithm: str, step_size: f
         def run() -> torch.Tensor:
             x = x0.detach()
             u, g = _energy_and_grad(energy, x)
-            for _ in range(n_steps):
-                x, u, g = mala_step(x, u, g)
+            with torch.no_grad():  # no graph to the module's parameters (grad_and_value still differentiates in x)
+                for _ in range(n_steps):
+                    x, u, g = mala_step(x, u, g)
             return x
 
         return run
