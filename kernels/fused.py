@@ -29,7 +29,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .common import INTERPRETED, join_scalar, launch, load_rng, mh_test, ou_coefficients, split_scalar, to_compute
+from .common import INTERPRETED, _pow2_at_least, join_scalar, launch, load_rng, mh_test, ou_coefficients, split_scalar, to_compute
 
 __all__ = ["TARGETS", "ALGORITHMS", "fused_chain"]
 
@@ -45,10 +45,6 @@ _GPU_WARPS = 4
 # The interpreter costs per program: one program takes as many chains as fit in this many values.
 _INTERPRETER_TILE = 1 << 16
 _MAX_DIM = 256
-
-
-def _pow2_at_least(n: int) -> int:
-    return 1 << max(n - 1, 0).bit_length()
 
 
 @triton.jit

@@ -40,6 +40,8 @@ __all__ = ["FUSED_BACKEND", "TRITON_FUSED_BACKEND", "FUSED_BACKENDS", "fused_bac
 FUSED_BACKEND = "cpp-fused"
 TRITON_FUSED_BACKEND = "triton-fused"
 FUSED_BACKENDS = (FUSED_BACKEND, TRITON_FUSED_BACKEND)
+#: the step-wise backend of each fused path's family (runs an adapting burn-in before the fused rest)
+STEPWISE_BACKEND = {FUSED_BACKEND: "cpp", TRITON_FUSED_BACKEND: "triton"}
 _TRITON_MAX_DIM = 256
 
 _SAMPLERS = {ULA: "ula", MALA: "mala", KineticLangevin: "kinetic", HMC: "hmc"}

@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 import torch
 from tqdm.auto import tqdm
 
-from .fused import FUSED_BACKENDS, fused_backend_for, run_fused, why_not_fused
+from .fused import FUSED_BACKENDS, STEPWISE_BACKEND, fused_backend_for, run_fused, why_not_fused
 from .ops import compute_dtype
 from .samplers.adaptation import DualAveraging
 from .samplers.base import Sampler, State, StepInfo, as_target
@@ -98,7 +98,7 @@ def sample(
             raise ValueError(f"backend={backend!r} cannot run this: {why}; use backend='auto'")
         fused = why is None
     # a fused run's step-wise part (an adapting burn-in) uses the same family's step ops
-    stepwise_backend = {"cpp-fused": "cpp", "triton-fused": "triton"}.get(fused_backend) if fused else backend
+    stepwise_backend = STEPWISE_BACKEND[fused_backend] if fused else backend
     state = sampler.init(target, x0, seed, backend=stepwise_backend, create_graph=create_graph)
     adapt = DualAveraging(state.step_size, sampler.target_accept) if (sampler.adapt_step_size and burn_in > 0) else None
     accepted = torch.zeros(state.x.shape[0], dtype=torch.float64, device=state.x.device)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_fused import MLP_ACTIVATIONS, _mlp  # the same MLPs as the CPU kernel's tests
 
 import pysampler as ps
 from conftest import TRITON_DEVICE
@@ -96,23 +97,6 @@ def test_triton_fused_matches_cpu_fused_float64(kernels, target_name, sampler):
         assert 0 < int(cpu[6].sum()) < n * 15  # some accepted, some rejected: the MH test was exercised
 
 
-_ACTS = {
-    "silu": torch.nn.SiLU(), "tanh": torch.nn.Tanh(), "softplus": torch.nn.Softplus(beta=2.0, threshold=1.0),
-    "relu": torch.nn.ReLU(), "leaky_relu": torch.nn.LeakyReLU(0.2), "gelu": torch.nn.GELU(),
-    "gelu_tanh": torch.nn.GELU(approximate="tanh"),
-}
-
-
-def _mlp(widths, act, dtype=F64):
-    torch.manual_seed(0)
-    layers = []
-    for i, (a, b) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
-        layers.append(torch.nn.Linear(a, b))
-        if i < len(widths) - 2:
-            layers.append(act)
-    return torch.nn.Sequential(*layers).to(dtype)
-
-
 @pytest.mark.parametrize(("act", "widths", "sampler"), [
     ("silu", [2, 16, 1], "ula"), ("tanh", [3, 20, 12, 1], "mala"), ("softplus", [2, 24, 1], "kinetic"),
     ("relu", [2, 16, 16, 16, 1], "hmc"), ("leaky_relu", [5, 16, 1], "ula"), ("gelu", [2, 17, 1], "mala"),
@@ -121,7 +105,7 @@ def _mlp(widths, act, dtype=F64):
 def test_triton_fused_mlp_matches_cpu_fused(kernels, act, widths, sampler):
     # tl.dot layers with zero-padded widths (17 -> 32, 20 -> 32, inputs 2..5 -> 16), every activation,
     # one to four Linear layers, every sampler: the same chains as the CPU kernel (MKL products).
-    target = ps.MLPEnergy(_mlp(widths, _ACTS[act]), prior_weight=0.5)
+    target = ps.MLPEnergy(_mlp(widths, MLP_ACTIVATIONS[act]), prior_weight=0.5)
     n = 24
     x = torch.randn(n, widths[0], generator=torch.Generator().manual_seed(1), dtype=F64)
     step = torch.full((n,), 0.05 if sampler != "hmc" else 0.2, dtype=F64)
