@@ -194,7 +194,11 @@ MLP_ACTIVATIONS = {
 
 
 @pytest.mark.parametrize("act", list(MLP_ACTIVATIONS))
-@pytest.mark.parametrize("widths", [[3, 1], [3, 16, 1], [2, 40, 24, 1], [5, 32, 32, 16, 1]], ids=str)
+# Inputs up to 8 wide take the kernel's narrow first-layer path, wider ones the BLAS product;
+# one hidden layer makes the first layer also the top one (it folds in the output layer).
+@pytest.mark.parametrize(
+    "widths", [[3, 1], [3, 16, 1], [2, 40, 24, 1], [5, 32, 32, 16, 1], [8, 16, 1], [12, 20, 1], [9, 24, 16, 1]], ids=str
+)
 def test_fused_mlp_energy_and_gradient(act, widths):
     # One fused ULA step with zero noise from (x, U(x), ∇U(x)) lands at x - h∇U(x) and reports
     # U and ∇U there: the kernel's MLP forward / backward against MLPEnergy.energy_and_grad.

@@ -345,6 +345,7 @@ def test_philox_words_bad_inputs():
 # build (csrc/cpu/ops.h) is chosen when the library loads, so each build needs its own process.
 _EVERY_OP_SCRIPT = """
 import sys, torch
+import pysampler as ps
 from pysampler.backends import native
 ops = torch.ops.pysampler
 out = {"capability": ops.cpu_capability()}
@@ -371,6 +372,17 @@ for dtype in (torch.float32, torch.float64):
         "q_sample": ops.q_sample(x, t_index, table, table.flip(0), rng),
         "posterior_sample": ops.posterior_sample(x, y, t_index, table, table.flip(0), table / 2, rng),
     }
+    # The whole-chain kernel (csrc/cpu/fused.cpp) on an MLP and a Gaussian; U and grad U at x are
+    # stand-ins (the kernel takes them as given), so no BLAS result enters the inputs.
+    torch.manual_seed(0)
+    mlp = torch.nn.Sequential(torch.nn.Linear(d, 16), torch.nn.SiLU(), torch.nn.Linear(16, 16), torch.nn.Tanh(),
+                              torch.nn.Linear(16, 1)).to(dtype)
+    targets = {"mlp": ps.MLPEnergy(mlp, prior_weight=0.5), "gauss": ps.Gaussian(x[0] / 4, 1 + x[1].abs())}
+    frozen = torch.zeros(n, dtype=torch.bool)
+    for sampler, target in (("ula", "mlp"), ("mala", "mlp"), ("mala", "gauss"), ("hmc", "gauss")):
+        kind, params = ps.fused.fused_target(targets[target], dtype)
+        results[f"fused_chain-{sampler}-{target}"] = ops.fused_chain(
+            sampler, x, e, g, None, h / 4, None, frozen, rng, 4, 0, 2, 2, 1.0, kind, params)[:4]
     for name, value in results.items():
         out[f"{name}-{dtype}"] = value
 torch.save(out, sys.argv[1])

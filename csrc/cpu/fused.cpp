@@ -158,7 +158,7 @@ template <Activation kAct, typename Vec, typename T>
 inline void activation_and_slope(const Vec& x, T param, T threshold, Vec& a, Vec& da) {
   const Vec one(T(1)), zero(T(0)), half(T(0.5));
   if constexpr (kAct == Activation::kSilu) {
-    const Vec sig = one / (one + x.neg().exp());
+    const Vec sig = one / (one + x.neg().exp_u20());
     a = x * sig;
     da = sig * (one + x * (one - sig));
   } else if constexpr (kAct == Activation::kTanh) {
@@ -192,39 +192,115 @@ inline void activation_and_slope(const Vec& x, T param, T threshold, Vec& a, Vec
   }
 }
 
-// h = a(z + b) and slope = a'(z + b) for the layer's (out, B) block of products z, b its bias
-// (added here rather than in the product: one pass less), one loop per activation.
-template <Activation kAct, typename T>
-void activate_rows(const MlpLayer<T>& layer, const T* z, T* h, T* slope, int64_t B) {
+// Inputs at most this wide enter the first layer as broadcast FMAs beside its activation, and
+// leave the backward pass the same way: a BLAS product with K or N this small runs far below peak.
+constexpr int64_t kNarrowInput = 8;
+// Rows of a narrow first layer computed per pass (kRowChunk x B products stay in L1).
+constexpr int64_t kRowChunk = 8;
+
+// z[r * B + b] = sum_k in[k * B + b] * W[row0 + r, k] for r < rows: a narrow layer's products
+// (kIn inputs, W (out, kIn) row-major), bias excluded as in layer_product.
+template <int kIn, typename T>
+void narrow_product(const MlpLayer<T>& layer, const T* in, int64_t row0, int64_t rows, T* z, int64_t B) {
   using Vec = at::vec::Vectorized<T>;
-  for (int64_t row = 0; row < layer.out; ++row) {
-    const Vec bias(layer.bias != nullptr ? layer.bias[row] : T(0));
-    for (int64_t e = row * B; e < (row + 1) * B; e += Vec::size()) {
-      Vec a, da;
-      activation_and_slope<kAct>(Vec::loadu(z + e) + bias, layer.param, layer.threshold, a, da);
-      a.store(h + e);
-      da.store(slope + e);
+  for (int64_t r = 0; r < rows; ++r) {
+    const T* w = layer.weight + (row0 + r) * kIn;
+    for (int64_t e = 0; e < B; e += Vec::size()) {
+      Vec acc = Vec::loadu(in + e) * Vec(w[0]);
+      for (int k = 1; k < kIn; ++k) {
+        acc = at::vec::fmadd(Vec::loadu(in + k * B + e), Vec(w[k]), acc);
+      }
+      acc.store(z + r * B + e);
     }
   }
 }
 
-template <typename T>
-void activate(const MlpLayer<T>& layer, const T* z, T* h, T* slope, int64_t B) {
+// g[k * B + b] = sum_row W[row, k] * delta[row * B + b] (* slope[row * B + b] when given): the
+// input gradient through a narrow first layer, its kIn sums held in registers over the rows.
+template <int kIn, typename T>
+void narrow_input_grad(const MlpLayer<T>& layer, const T* delta, const T* slope, T* g, int64_t B) {
+  using Vec = at::vec::Vectorized<T>;
+  for (int64_t e = 0; e < B; e += Vec::size()) {
+    Vec acc[kIn];
+    for (int k = 0; k < kIn; ++k) {
+      acc[k] = Vec(T(0));
+    }
+    for (int64_t row = 0; row < layer.out; ++row) {
+      Vec dv = Vec::loadu(delta + row * B + e);
+      if (slope != nullptr) {
+        dv = dv * Vec::loadu(slope + row * B + e);
+      }
+      const T* w = layer.weight + row * kIn;
+      for (int k = 0; k < kIn; ++k) {
+        acc[k] = at::vec::fmadd(dv, Vec(w[k]), acc[k]);
+      }
+    }
+    for (int k = 0; k < kIn; ++k) {
+      acc[k].store(g + k * B + e);
+    }
+  }
+}
+
+// f(std::integral_constant<int, in>{}) for a narrow input width 1 <= in <= kNarrowInput.
+template <typename F>
+void with_narrow_width(int64_t in, F&& f) {
+  switch (in) {
+    case 1: return f(std::integral_constant<int, 1>{});
+    case 2: return f(std::integral_constant<int, 2>{});
+    case 3: return f(std::integral_constant<int, 3>{});
+    case 4: return f(std::integral_constant<int, 4>{});
+    case 5: return f(std::integral_constant<int, 5>{});
+    case 6: return f(std::integral_constant<int, 6>{});
+    case 7: return f(std::integral_constant<int, 7>{});
+    default: return f(std::integral_constant<int, 8>{});
+  }
+}
+
+// The activation of rows row0 .. row0+rows-1 of a hidden layer from their products z (rows, B),
+// bias added here (one pass less than adding it to the product). An inner layer writes its
+// activations h and slopes a' (out, B). The top hidden layer instead folds in the output layer
+// (w_out its weight row): u += sum_row w_out[row] a(z_row), and writes delta_row = w_out[row] a'(z_row),
+// dU/dz of this layer, where the backward pass starts; its activations never reach memory.
+template <Activation kAct, bool kTop, typename T>
+void activate_rows(const MlpLayer<T>& layer, int64_t row0, int64_t rows, const T* z, T* h, T* slope,
+                   const T* w_out, T* u, int64_t B) {
+  using Vec = at::vec::Vectorized<T>;
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t row = row0 + r;
+    const Vec bias(layer.bias != nullptr ? layer.bias[row] : T(0));
+    const Vec w(kTop ? w_out[row] : T(0));
+    for (int64_t e = 0; e < B; e += Vec::size()) {
+      Vec a, da;
+      activation_and_slope<kAct>(Vec::loadu(z + r * B + e) + bias, layer.param, layer.threshold, a, da);
+      if constexpr (kTop) {
+        (Vec::loadu(u + e) + w * a).store(u + e);
+        (w * da).store(h + row * B + e);
+      } else {
+        a.store(h + row * B + e);
+        da.store(slope + row * B + e);
+      }
+    }
+  }
+}
+
+template <bool kTop, typename T>
+void activate(const MlpLayer<T>& layer, int64_t row0, int64_t rows, const T* z, T* h, T* slope, const T* w_out,
+              T* u, int64_t B) {
   switch (layer.act) {
     case Activation::kSilu:
-      return activate_rows<Activation::kSilu>(layer, z, h, slope, B);
+      return activate_rows<Activation::kSilu, kTop>(layer, row0, rows, z, h, slope, w_out, u, B);
     case Activation::kTanh:
-      return activate_rows<Activation::kTanh>(layer, z, h, slope, B);
+      return activate_rows<Activation::kTanh, kTop>(layer, row0, rows, z, h, slope, w_out, u, B);
     case Activation::kSoftplus:
-      return activate_rows<Activation::kSoftplus>(layer, z, h, slope, B);
+      return activate_rows<Activation::kSoftplus, kTop>(layer, row0, rows, z, h, slope, w_out, u, B);
     case Activation::kRelu:
-      return activate_rows<Activation::kRelu>(layer, z, h, slope, B);
+      return activate_rows<Activation::kRelu, kTop>(layer, row0, rows, z, h, slope, w_out, u, B);
     case Activation::kLeakyRelu:
-      return activate_rows<Activation::kLeakyRelu>(layer, z, h, slope, B);
+      return activate_rows<Activation::kLeakyRelu, kTop>(layer, row0, rows, z, h, slope, w_out, u, B);
     case Activation::kGelu:
-      return activate_rows<Activation::kGelu>(layer, z, h, slope, B);
+      return activate_rows<Activation::kGelu, kTop>(layer, row0, rows, z, h, slope, w_out, u, B);
     case Activation::kGeluTanh:
-      return activate_rows<Activation::kGeluTanh>(layer, z, h, slope, B);
+      return activate_rows<Activation::kGeluTanh, kTop>(layer, row0, rows, z, h, slope, w_out, u, B);
   }
 }
 
@@ -254,9 +330,9 @@ struct Energy {
         return k * lanes;
       case EnergyKind::kGaussianFull:
         return d * B;
-      case EnergyKind::kMlp: {  // one slope buffer per hidden layer, plus z / h / delta ping-pong
+      case EnergyKind::kMlp: {  // one slope buffer per hidden layer below the top, plus z / h / delta ping-pong
         int64_t hidden = 0;
-        for (size_t l = 0; l + 1 < layers.size(); ++l) {
+        for (size_t l = 0; l + 2 < layers.size(); ++l) {
           hidden += layers[l].out;
         }
         return (hidden + 3 * std::max(max_width, d)) * B;
@@ -279,50 +355,82 @@ struct Energy {
     }
   }
 
-  // Forward pass keeping each hidden layer's slope a'(z_l); backward delta <- (delta * a'(z_l)) W_l
-  // from the top (pysampler.targets.MLPEnergy.energy_and_grad). B must be a multiple of 2 vectors.
+  // Forward pass keeping each inner hidden layer's slope a'(z_l); the top hidden layer folds in
+  // the output layer and starts the backward pass, delta <- (delta W_l) * a'(z_{l-1}) going down
+  // (pysampler.targets.MLPEnergy.energy_and_grad). A narrow first layer (in <= kNarrowInput)
+  // runs beside its activation, both ways. B must be a multiple of 2 vectors.
   void mlp(const T* x, T* u, T* g, int64_t B, T* scratch) const {
     const int64_t n_layers = static_cast<int64_t>(layers.size());
-    const int64_t wide = std::max(max_width, d) * B;
-    std::vector<T*> slopes(n_layers);
-    T* next = scratch;
-    for (int64_t l = 0; l + 1 < n_layers; ++l) {
-      slopes[l] = next;
-      next += layers[l].out * B;
-    }
-    T *z = next, *h = next + wide, *h2 = next + 2 * wide;
-    const T* cur = x;
-    for (int64_t l = 0; l < n_layers; ++l) {
-      const MlpLayer<T>& layer = layers[l];
-      if (l + 1 == n_layers) {
-        layer_product(cur, layer.in, layer.weight_t, 1, layer.bias, u, B);  // the scalar output
-        break;
-      }
-      layer_product(cur, layer.in, layer.weight_t, layer.out, static_cast<const T*>(nullptr), z, B);
-      activate(layer, z, h, slopes[l], B);
-      cur = h;
-      std::swap(h, h2);
-    }
-    // delta = dU/dh of the last hidden layer is the last weight row, the same for every chain: it
-    // enters as a broadcast factor of that layer's slope instead of being written out.
-    if (n_layers == 1) {
+    const MlpLayer<T>& out_layer = layers[n_layers - 1];
+    if (n_layers == 1) {  // U = x w + b, grad U = w
+      layer_product(x, out_layer.in, out_layer.weight_t, 1, out_layer.bias, u, B);
       for (int64_t j = 0; j < d; ++j) {
-        std::fill_n(g + j * B, B, layers[0].weight[j]);
+        std::fill_n(g + j * B, B, out_layer.weight[j]);
       }
     } else {
-      const T* top_row = layers[n_layers - 1].weight;
-      T* delta = z;
-      for (int64_t l = n_layers - 2; l >= 0; --l) {
+      const int64_t top = n_layers - 2;  // the last hidden layer
+      const bool narrow = layers[0].in <= kNarrowInput;
+      const int64_t wide = std::max(max_width, d) * B;
+      std::vector<T*> slopes(top);
+      T* next = scratch;
+      for (int64_t l = 0; l < top; ++l) {
+        slopes[l] = next;
+        next += layers[l].out * B;
+      }
+      T *z = next, *h = next + wide, *h2 = next + 2 * wide;
+      std::fill_n(u, B, out_layer.bias != nullptr ? out_layer.bias[0] : T(0));
+      const T* cur = x;
+      for (int64_t l = 0; l <= top; ++l) {
         const MlpLayer<T>& layer = layers[l];
-        for (int64_t row = 0; row < layer.out; ++row) {
-          for (int64_t e = row * B; e < (row + 1) * B; e += Vec::size()) {
-            const Vec upstream = l == n_layers - 2 ? Vec(top_row[row]) : Vec::loadu(delta + e);
-            (upstream * Vec::loadu(slopes[l] + e)).store(h + e);
+        T* slope = l < top ? slopes[l] : nullptr;
+        const auto run_rows = [&](int64_t row0, int64_t rows, const T* zr) {
+          if (l == top) {
+            activate<true>(layer, row0, rows, zr, h, slope, out_layer.weight, u, B);
+          } else {
+            activate<false>(layer, row0, rows, zr, h, slope, static_cast<const T*>(nullptr), u, B);
           }
+        };
+        if (l == 0 && narrow) {
+          with_narrow_width(layer.in, [&](auto in) {
+            for (int64_t row0 = 0; row0 < layer.out; row0 += kRowChunk) {
+              const int64_t rows = std::min(kRowChunk, layer.out - row0);
+              narrow_product<decltype(in)::value>(layer, x, row0, rows, z, B);
+              run_rows(row0, rows, z);
+            }
+          });
+        } else {
+          layer_product(cur, layer.in, layer.weight_t, layer.out, static_cast<const T*>(nullptr), z, B);
+          run_rows(0, layer.out, z);
         }
-        T* dst = l == 0 ? g : h2;
-        layer_product(h, layer.out, layer.weight, layer.in, static_cast<const T*>(nullptr), dst, B);
-        std::swap(delta, h2);
+        cur = h;
+        std::swap(h, h2);
+      }
+      // h2 now holds dU/dz of the top hidden layer; z is free.
+      T *delta = h2, *spare = z;
+      for (int64_t l = top; l >= 0; --l) {
+        const MlpLayer<T>& layer = layers[l];
+        if (l == 0) {
+          if (narrow) {
+            with_narrow_width(layer.in, [&](auto in) {
+              narrow_input_grad<decltype(in)::value>(layer, delta, static_cast<const T*>(nullptr), g, B);
+            });
+          } else {
+            layer_product(delta, layer.out, layer.weight, layer.in, static_cast<const T*>(nullptr), g, B);
+          }
+          break;
+        }
+        layer_product(delta, layer.out, layer.weight, layer.in, static_cast<const T*>(nullptr), spare, B);  // dU/dh_{l-1}
+        if (l == 1 && narrow) {  // the slope of layer 0 enters inside its gradient loop
+          with_narrow_width(layers[0].in, [&](auto in) {
+            narrow_input_grad<decltype(in)::value>(layers[0], spare, slopes[0], g, B);
+          });
+          break;
+        }
+        const T* slope = slopes[l - 1];
+        for (int64_t e = 0; e < layer.in * B; e += Vec::size()) {
+          (Vec::loadu(spare + e) * Vec::loadu(slope + e)).store(spare + e);
+        }
+        std::swap(delta, spare);
       }
     }
     if (prior_weight != T(0)) {
@@ -842,13 +950,15 @@ void run_block(const Run<T>& run, Block<T>& blk) {
 }
 
 // Chains per block: a multiple of two vector widths (gemm_soa's unit), about 2K elements of
-// state per buffer. MLP energies take 256 chains in float32, 128 in float64: large enough for the
+// state per buffer. MLP energies take 128 chains in float32, 64 in float64: large enough for the
 // BLAS's kernels to run near peak, small enough that a block's activations (a few width x B
-// values) stay in L2 (256 was fastest of 64-1024 on the 2-core CI Xeon for a 128-wide MLP).
+// values) stay in L2 (128 was fastest of 64-1024 on the 2-core CI Xeon for W3's 128-wide MLP,
+// 10-15% ahead of 256 once the first and last layers were fused into the activations).
 template <typename T>
 int64_t block_chains(int64_t d, int64_t n_chains, const Energy<T>& e) {
   const int64_t unit = 2 * VecT<T>::size();
-  int64_t b = e.kind == EnergyKind::kMlp ? static_cast<int64_t>(1024 / sizeof(T)) : std::clamp<int64_t>(2048 / std::max<int64_t>(d, 1), unit, 256);
+  int64_t b = e.kind == EnergyKind::kMlp ? static_cast<int64_t>(512 / sizeof(T))
+                                         : std::clamp<int64_t>(2048 / std::max<int64_t>(d, 1), unit, 256);
   b = std::min(b, (n_chains + unit - 1) / unit * unit);
   return std::max(unit, b / unit * unit);
 }
