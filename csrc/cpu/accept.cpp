@@ -2,9 +2,10 @@
 // pysampler::hmc_accept (schemas: csrc/ops.cpp).
 //
 // Threads take contiguous ranges of chains (at::parallel_for). For each chain: one pass over its
-// row reduces what log alpha needs (at::vec lanes in the state's dtype, summed at the end), the MH test draws the chain's uniform at counter
-// offset + n, and the kept or the proposed row is copied to the outputs (x, grad) together with
-// its energy. Rejected chains get back exactly their position, energy and cached gradient.
+// row reduces what log alpha needs (at::vec lanes in the state's dtype, summed at the end), the
+// MH test takes the chain's uniform at counter offset + n (drawn a vector of chains at a time),
+// and the kept or the proposed row is copied to the outputs (x, grad) together with its energy.
+// Rejected chains get back exactly their position, energy and cached gradient.
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/cpu/vec/functional.h>
@@ -33,15 +34,15 @@ using AcceptResult = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, 
 
 constexpr int64_t kGrainElements = 8192;  // fewest elements worth a thread of their own
 
-// MH test of one chain: accept when u < min(1, alpha); a non-finite log alpha is a rejection.
+// MH test of one chain with its uniform: accept when u < min(1, alpha); a non-finite log alpha is
+// a rejection.
 template <typename scalar_t>
-inline bool mh_accept(scalar_t log_alpha, uint64_t seed, uint64_t counter, scalar_t& accept_prob) {
+inline bool mh_accept(scalar_t log_alpha, float uniform, scalar_t& accept_prob) {
   if (!std::isfinite(log_alpha)) {
     log_alpha = -std::numeric_limits<scalar_t>::infinity();
   }
   accept_prob = std::exp(std::min(log_alpha, scalar_t(0)));
-  const scalar_t u = static_cast<scalar_t>(philox_uniform(seed, counter));
-  return u < accept_prob;
+  return static_cast<scalar_t>(uniform) < accept_prob;
 }
 
 // Outputs of an accept op and the loop over chains shared by both ops. `log_alpha(n, row)` gives
@@ -71,9 +72,13 @@ AcceptResult accept_rows(const char* op, const at::Tensor& x, const at::Tensor& 
   bool* ao = accepted.mutable_data_ptr<bool>();
   const int64_t grain = std::max<int64_t>(1, kGrainElements / std::max<int64_t>(d, 1));
   at::parallel_for(0, n_chains, grain, [&](int64_t begin, int64_t end) {
+    alignas(64) float uniforms[kNoiseBlock];  // chain n's uniform is at counter offset + n
     for (int64_t n = begin; n < end; ++n) {
+      if ((n - begin) % kNoiseBlock == 0) {
+        fill_uniforms(seed, offset + static_cast<uint64_t>(n), std::min(kNoiseBlock, end - n), uniforms);
+      }
       scalar_t p;
-      const bool acc = mh_accept(log_alpha(n, n * d), seed, offset + static_cast<uint64_t>(n), p);
+      const bool acc = mh_accept(log_alpha(n, n * d), uniforms[(n - begin) % kNoiseBlock], p);
       po[n] = p;
       ao[n] = acc;
       eo[n] = acc ? eyp[n] : ep[n];

@@ -14,7 +14,7 @@ void register_kernels(torch::Library& m) {
 }
 
 bool kernels_usable() {
-#if defined(PYSAMPLER_NOISE_AVX2)
+#if defined(PYSAMPLER_NOISE_SIMD)
   return sleef_available();
 #else
   return true;

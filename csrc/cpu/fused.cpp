@@ -640,13 +640,13 @@ struct Run {
 template <typename T>
 struct Block {
   int64_t B, d, n0, nb;
-  std::vector<T> x, g, u, xn, gn, un, v, vn, p0, p, h, a, c, chk, scratch;
-  std::vector<float> z, z_aos;
+  std::vector<T> x, g, u, xn, gn, un, v, vn, p0, p, h, a, c, chk, keep, scratch;
+  std::vector<float> z, z_aos, rand;
 
   Block(int64_t B_, int64_t d_, const Energy<T>& e)
       : B(B_), d(d_), n0(0), nb(0), x(d_ * B_), g(d_ * B_), u(B_), xn(d_ * B_), gn(d_ * B_), un(B_), h(B_), a(B_),
-        c(B_), chk(B_), scratch(std::max<int64_t>(e.scratch_size(B_), 1)), z(d_ * B_),
-        z_aos(d_ * B_ + kNoiseBlock) {}
+        c(B_), chk(B_), keep(B_), scratch(std::max<int64_t>(e.scratch_size(B_), 1)), z(d_ * B_),
+        z_aos(d_ * B_ + kNoiseBlock), rand(B_ + kNoiseBlock) {}
 
   T* col(std::vector<T>& buf, int64_t j) { return buf.data() + j * B; }
 
@@ -711,14 +711,11 @@ void nonfinite_check(Block<T>& blk, std::initializer_list<const std::vector<T>*>
   }
 }
 
-// MH test of chain n: accept when u < min(1, alpha); a non-finite log alpha is a rejection.
+// MH test of one chain: accept when u < min(1, alpha); a non-finite log alpha is a rejection
+// (pysampler::mala_accept's test, scalar exp as there).
 template <typename T>
-bool mh_accept(T log_alpha, uint64_t seed, uint64_t counter) {
-  if (!std::isfinite(log_alpha)) {
-    return false;
-  }
-  const T prob = std::exp(std::min(log_alpha, T(0)));
-  return static_cast<T>(philox_uniform(seed, counter)) < prob;
+bool mh_accept(T log_alpha, float uniform) {
+  return std::isfinite(log_alpha) && static_cast<T>(uniform) < std::exp(std::min(log_alpha, T(0)));
 }
 
 template <typename T>
@@ -762,21 +759,35 @@ void commit_unadjusted(const Run<T>& run, Block<T>& blk, int64_t i, bool kinetic
   }
 }
 
-// MALA / HMC: accepted chains take the proposal (xn, un, gn), the others keep their state.
+// MALA / HMC: accepted chains take the proposal (xn, un, gn), the others keep their state. The
+// block's uniforms (counters uniform_base + n) come a vector at a time; the state is then chosen
+// lane by lane with one blend per row (most chains of a tuned sampler are rejected a third to
+// half of the time, so per-chain copies would touch every row anyway).
 template <typename T>
 void commit_adjusted(const Run<T>& run, Block<T>& blk, int64_t i, uint64_t uniform_base,
                      const std::vector<T>& log_alpha) {
-  for (int64_t b = 0; b < blk.nb; ++b) {
-    const int64_t n = blk.n0 + b;
-    if (mh_accept(log_alpha[b], run.seed, uniform_base + static_cast<uint64_t>(n))) {
-      if (i >= run.record_from) {
-        ++run.accepted[n];
-      }
-    } else {
-      blk.un[b] = blk.u[b];
-      blk.restore(b, {{&blk.xn, &blk.x}, {&blk.gn, &blk.g}});
+  using Vec = VecT<T>;
+  const int64_t B = blk.B;
+  for (int64_t s = 0; s < blk.nb; s += kNoiseBlock) {
+    fill_uniforms(run.seed, uniform_base + static_cast<uint64_t>(blk.n0 + s), std::min(kNoiseBlock, blk.nb - s),
+                  blk.rand.data() + s);
+  }
+  for (int64_t b = 0; b < B; ++b) {
+    const bool accept = b < blk.nb && mh_accept(log_alpha[b], blk.rand[b]);
+    blk.keep[b] = accept ? T(1) : T(0);
+    if (accept && i >= run.record_from) {
+      ++run.accepted[blk.n0 + b];
     }
   }
+  const auto choose = [&](std::vector<T>& proposal, const std::vector<T>& current) {
+    for (int64_t e = 0; e < static_cast<int64_t>(proposal.size()); e += Vec::size()) {
+      const Vec take = Vec::loadu(blk.keep.data() + e % B) != Vec(T(0));
+      Vec::blendv(Vec::loadu(current.data() + e), Vec::loadu(proposal.data() + e), take).store(proposal.data() + e);
+    }
+  };
+  choose(blk.un, blk.u);
+  choose(blk.xn, blk.x);
+  choose(blk.gn, blk.g);
   std::swap(blk.x, blk.xn);
   std::swap(blk.g, blk.gn);
   std::swap(blk.u, blk.un);

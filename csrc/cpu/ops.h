@@ -3,7 +3,7 @@
 // Every .cpp in csrc/cpu/ is compiled once per capability (CMakeLists.txt), the way ATen builds its
 // own CPU kernels: as DEFAULT (any CPU of the architecture) and, on x86-64, as AVX2 (-mavx2 -mfma,
 // where at::vec::Vectorized is 8 float lanes and the Philox normals run eight counters at a time)
-// and AVX512 (-mavx512f/bw/vl/dq: 16 float lanes; the normals take the AVX2 path). The macros
+// and AVX512 (-mavx512f/bw/vl/dq: 16 float lanes, and sixteen Philox counters at a time). The macros
 // CPU_CAPABILITY (DEFAULT, AVX2 or AVX512) and CPU_CAPABILITY_<name> say which build a file is in;
 // everything a file defines lives in namespace pysampler::cpu::CPU_CAPABILITY, so the builds never
 // share a symbol. csrc/cpu_dispatch.cpp registers one build's ops with the dispatcher when the
