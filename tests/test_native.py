@@ -402,7 +402,7 @@ def _cpu_flags() -> set[str]:
 
 def test_capability_builds_agree(tmp_path):
     # The CPU kernels are built three times on x86-64 (csrc/cpu/ops.h): AVX512 (16-lane at::vec),
-    # AVX2 (8-lane at::vec) — both with the AVX2 Philox and SLEEF's vector logf / cosf — and
+    # AVX2 (8-lane at::vec) — each with Philox on as many lanes and SLEEF's vector logf / cosf — and
     # DEFAULT (any CPU: scalar Philox, libm). The library serves the best one the CPU has;
     # PYSAMPLER_NO_AVX512=1 stops at AVX2, PYSAMPLER_NO_AVX2=1 forces DEFAULT. Philox words are
     # integers (bit-identical, see the known-answer test) and the arithmetic is not contracted into
