@@ -265,17 +265,27 @@ template <Activation kAct, bool kTop, typename T>
 void activate_rows(const MlpLayer<T>& layer, int64_t row0, int64_t rows, const T* z, T* h, T* slope,
                    const T* w_out, T* u, int64_t B) {
   using Vec = at::vec::Vectorized<T>;
-  for (int64_t r = 0; r < rows; ++r) {
-    const int64_t row = row0 + r;
-    const Vec bias(layer.bias != nullptr ? layer.bias[row] : T(0));
-    const Vec w(kTop ? w_out[row] : T(0));
+  const auto bias = [&](int64_t row) { return Vec(layer.bias != nullptr ? layer.bias[row] : T(0)); };
+  if constexpr (kTop) {  // chains outer: each vector of u stays in a register over the rows
     for (int64_t e = 0; e < B; e += Vec::size()) {
-      Vec a, da;
-      activation_and_slope<kAct>(Vec::loadu(z + r * B + e) + bias, layer.param, layer.threshold, a, da);
-      if constexpr (kTop) {
-        (Vec::loadu(u + e) + w * a).store(u + e);
+      Vec acc = Vec::loadu(u + e);
+      for (int64_t r = 0; r < rows; ++r) {
+        const int64_t row = row0 + r;
+        const Vec w(w_out[row]);
+        Vec a, da;
+        activation_and_slope<kAct>(Vec::loadu(z + r * B + e) + bias(row), layer.param, layer.threshold, a, da);
+        acc = acc + w * a;
         (w * da).store(h + row * B + e);
-      } else {
+      }
+      acc.store(u + e);
+    }
+  } else {
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t row = row0 + r;
+      const Vec b = bias(row);
+      for (int64_t e = 0; e < B; e += Vec::size()) {
+        Vec a, da;
+        activation_and_slope<kAct>(Vec::loadu(z + r * B + e) + b, layer.param, layer.threshold, a, da);
         a.store(h + row * B + e);
         da.store(slope + row * B + e);
       }
