@@ -15,7 +15,8 @@ from . import diagnostics, diffusion, rng
 from .backends import available_backends
 from .samplers import HMC, MALA, ULA, DualAveraging, KineticLangevin, Sampler, State, StepInfo
 from .sampling import SampleResult, sample
-from .targets import EnergyTarget, Gaussian, GaussianMixture, LatentTarget, MLPEnergy, Target, gmm25
+from .structure import StateLayout
+from .targets import EnergyTarget, Gaussian, GaussianMixture, LatentTarget, MLPEnergy, ReparamTarget, Target, gmm25
 
 __version__ = "0.1.0"
 
@@ -26,6 +27,8 @@ __all__ = [
     "Target",
     "EnergyTarget",
     "LatentTarget",
+    "ReparamTarget",
+    "StateLayout",
     "Gaussian",
     "GaussianMixture",
     "MLPEnergy",

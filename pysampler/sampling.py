@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from functools import cached_property
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
+from . import diagnostics
 from .fused import FUSED_BACKENDS, STEPWISE_BACKEND, fused_backend_for, run_fused, why_not_fused
 from .ops import compute_dtype
 from .samplers.adaptation import DualAveraging
 from .samplers.base import Sampler, State, StepInfo, as_target
-from .targets import Target
+from .structure import StateLayout, is_structure
+from .targets import FlatTarget, Target
 
 __all__ = ["sample", "SampleResult"]
 
@@ -21,22 +25,45 @@ __all__ = ["sample", "SampleResult"]
 class SampleResult:
     """What :func:`sample` returns.
 
-    x: (N, *event) final states; accept_rate: (N,) fraction of accepted post-burn-in steps
-    (ones for ULA and kinetic Langevin); trace: (n_steps // thin, N, *event) recorded states
-    or None; backend: the backend that ran ("torch", "cpp", ...); state: the final sampler
-    state (``state.state_dict()`` saves it; step it further to continue the same chains).
+    x: (N, *event) final states (for a structured x0: the same tuple / list / dict of tensors);
+    accept_rate: (N,) fraction of accepted post-burn-in steps (ones for ULA and kinetic Langevin);
+    trace: (n_steps // thin, N, *event) recorded states (structured like x), or None; backend: the
+    backend that ran ("torch", "cpp", "cpp-fused", ...); state: the final sampler state, over the
+    flat (N, D) state for a structured x0 (``state.state_dict()`` saves it; step it further to
+    continue the same chains); layout: how a structured state maps to the flat one (None for a tensor).
     """
 
-    x: torch.Tensor
+    x: Any
     accept_rate: torch.Tensor
-    trace: torch.Tensor | None
+    trace: Any
     backend: str
     state: State
+    layout: StateLayout | None = field(default=None)
 
     @property
     def step_size(self) -> torch.Tensor:
         """(N,) the step sizes used after burn-in (adapted when adaptation was on)."""
         return self.state.step_size
+
+    @cached_property
+    def diagnostics(self) -> dict[str, Any] | None:
+        """Convergence summary of the recorded trace (``record=True``), else None.
+
+        ``pysampler.diagnostics.summary`` of the trace: ``mean``, ``sd``, ``ess`` (bulk),
+        ``ess_mean``, ``mcse_mean`` and ``rhat`` (rank-normalised split R-hat) per coordinate
+        (structured like x for a structured state), and ``acceptance`` (N,), the per-chain
+        acceptance rate. Computed on first access.
+        """
+        if self.trace is None:
+            return None
+        flat = self.layout.flatten(self.trace) if self.layout is not None else self.trace
+        if flat.shape[0] < 4:
+            return None  # split R-hat and ESS need at least two draws per half-chain
+        out: dict[str, Any] = diagnostics.summary(flat.detach())
+        if self.layout is not None:
+            out = {k: self.layout.unflatten(v) for k, v in out.items()}
+        out["acceptance"] = self.accept_rate
+        return out
 
 
 def _check_count(name: str, value, minimum: int) -> int:
@@ -47,7 +74,7 @@ def _check_count(name: str, value, minimum: int) -> int:
 
 def sample(
     target: Target | Callable[[torch.Tensor], torch.Tensor],
-    x0: torch.Tensor,
+    x0: torch.Tensor | tuple | list | dict,
     sampler: Sampler,
     n_steps: int,
     seed: int = 0,
@@ -65,7 +92,10 @@ def sample(
     Args:
         target: a Target, or any callable / nn.Module energy mapping (N, *event) -> (N,).
         x0: initial states, one chain per row; float32 or float64 (or float16 / bfloat16 storage with
-            float32 arithmetic), finite.
+            float32 arithmetic), finite. Or a tuple, list or dict of such (N, *shape_i) tensors
+            (for example a VAE's noise groups, see ``ps.ReparamTarget``): the chains then move in
+            all groups at once with one step size, the target receives the same structure, and
+            ``res.x`` / ``res.trace`` come back in it.
         sampler: ``ps.ULA``, ``ps.MALA``, ``ps.KineticLangevin`` or ``ps.HMC``.
         n_steps: steps after burn-in (>= 0).
         seed: selects the random stream; same seed and backend ⇒ same chains, bit for bit.
@@ -87,6 +117,11 @@ def sample(
     n_steps = _check_count("n_steps", n_steps, 0)
     burn_in = _check_count("burn_in", burn_in, 0)
     thin = _check_count("thin", thin, 1)
+    layout = None
+    if is_structure(x0):  # the samplers step one flat (N, D) state; the target sees the groups
+        layout = StateLayout.of(x0)
+        target = FlatTarget(as_target(target), layout)
+        x0 = layout.flatten(x0)
     fused = False
     fused_backend = None
     if (backend == "auto" or backend in FUSED_BACKENDS) and isinstance(x0, torch.Tensor):
@@ -131,10 +166,17 @@ def sample(
             trace.extend(fused_trace.unbind(0))
             bar.update(remaining)
     rate = accepted / n_steps if n_steps > 0 else torch.full_like(accepted, float("nan"))
+    if record:
+        stacked = torch.stack(trace) if trace else state.x.new_empty((0, *state.x.shape))
+    x_out, trace_out = state.x, (stacked if record else None)
+    if layout is not None:
+        x_out = layout.unflatten(x_out)
+        trace_out = layout.unflatten(trace_out) if record else None
     return SampleResult(
-        x=state.x,
+        x=x_out,
         accept_rate=rate.to(compute_dtype(state.x.dtype)),
-        trace=torch.stack(trace) if record and trace else (state.x.new_empty((0, *state.x.shape)) if record else None),
+        trace=trace_out,
         backend=fused_backend if fused else state.backend.name,
         state=state,
+        layout=layout,
     )

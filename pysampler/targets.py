@@ -14,7 +14,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-__all__ = ["Target", "EnergyTarget", "LatentTarget", "GaussianMixture", "Gaussian", "MLPEnergy", "MLPLayer", "gmm25"]
+from .structure import StateLayout, is_structure, leaves
+
+__all__ = [
+    "Target", "EnergyTarget", "LatentTarget", "ReparamTarget", "FlatTarget", "GaussianMixture", "Gaussian", "MLPEnergy",
+    "MLPLayer", "gmm25",
+]
 
 EnergyFn = Callable[[torch.Tensor], torch.Tensor]
 
@@ -156,6 +161,135 @@ class LatentTarget(Target):
             e, g, zg = e.detach(), g.detach(), z.detach()
         u = 0.5 * zg.flatten(1).square().sum(1) + e
         return u, g + zg
+
+
+def _half_sq_norm(x: torch.Tensor | tuple | list | dict) -> torch.Tensor:
+    """½|x|² per chain over a tensor (N, *event) or every group of a structured state."""
+    groups = leaves(x) if is_structure(x) else [x]
+    return 0.5 * sum(g.flatten(1).square().sum(1) for g in groups)
+
+
+class ReparamTarget(Target):
+    """VAEBM's target in the noise space of a reparameterised generator (dissertation ch. 4.3, eq. 4.19).
+
+    U(ε) = ½|ε|² + E(T(ε)) [− log_likelihood(ε)], so exp(−U) is the standard-normal base density
+    tilted by the energy of the generated sample x = T(ε) (Xiao et al., VAEBM, ICLR 2021; the
+    derivation is eqs. 4.20-4.29 of ../shared/seeds/004). Every group of ε has the same scale,
+    so one step size serves them all.
+
+    Args:
+        transform: T, the reparameterised generator: ``transform(eps)`` returns data-space samples
+            (N, *data). ``eps`` is whatever the chains' state is: a tensor (N, *event), or a tuple,
+            list or dict of (N, *shape_i) tensors (for a hierarchical VAE: the ε_z groups and ε_x),
+            in the shapes given to ``ps.sample``.
+        energy: E, a callable or nn.Module mapping (N, *data) -> (N,).
+        log_likelihood: optional callable eps -> (N,) subtracted from U, for a state part that is
+            not standard normal a priori (for example a tempered or observed likelihood term).
+
+    The prior term and its gradient ε are closed-form; autograd differentiates E∘T (and the
+    log-likelihood). ``decode(eps)`` returns T(ε).
+    """
+
+    def __init__(
+        self,
+        transform: Callable[[object], torch.Tensor],
+        energy: EnergyFn,
+        log_likelihood: Callable[[object], torch.Tensor] | None = None,
+    ):
+        if not callable(transform):
+            raise TypeError(
+                "transform must be a callable or nn.Module mapping eps (a tensor, or a tuple / dict of tensors) to "
+                f"data-space samples (N, *data); got {type(transform).__name__}"
+            )
+        if not callable(energy):
+            raise TypeError(f"energy must be a callable or nn.Module mapping x (N, *data) -> (N,); got {type(energy).__name__}")
+        if log_likelihood is not None and not callable(log_likelihood):
+            raise TypeError(f"log_likelihood must be None or a callable eps -> (N,); got {type(log_likelihood).__name__}")
+        self.transform = transform
+        self.energy_fn = energy
+        self.log_likelihood = log_likelihood
+
+    def tensors(self) -> list[torch.Tensor]:
+        found = (_module_tensor(m) for m in (self.transform, self.energy_fn, self.log_likelihood))
+        return [t for t in found if t is not None]
+
+    def decode(self, eps) -> torch.Tensor:
+        """T(ε): noise-space samples mapped to data space (N, *data), no grad."""
+        with torch.no_grad():
+            return self.transform(eps)
+
+    def _tilt(self, eps, n: int) -> torch.Tensor:
+        """E(T(ε)) − log_likelihood(ε): (N,)."""
+        e = self.energy_fn(self.transform(eps))
+        if not isinstance(e, torch.Tensor) or e.shape != (n,):
+            got = tuple(e.shape) if isinstance(e, torch.Tensor) else type(e).__name__
+            raise ValueError(f"energy(transform(eps)) must return a tensor of shape (N,) = ({n},); got {got}")
+        if self.log_likelihood is not None:
+            ll = self.log_likelihood(eps)
+            if not isinstance(ll, torch.Tensor) or ll.shape != (n,):
+                got = tuple(ll.shape) if isinstance(ll, torch.Tensor) else type(ll).__name__
+                raise ValueError(f"log_likelihood(eps) must return a tensor of shape (N,) = ({n},); got {got}")
+            e = e - ll
+        return e
+
+    @staticmethod
+    def _chains(eps) -> int:
+        return (leaves(eps)[0] if is_structure(eps) else eps).shape[0]
+
+    def potential(self, eps) -> torch.Tensor:
+        return _half_sq_norm(eps) + self._tilt(eps, self._chains(eps))
+
+    def energy_and_grad(self, eps, create_graph: bool = False):
+        """(U(ε) (N,), ∇U(ε)) with ∇U in ε's structure: ε + ∇(E∘T − log_likelihood)."""
+        structured = is_structure(eps)
+        groups = leaves(eps) if structured else [eps]
+        with torch.enable_grad():
+            live = [g if (create_graph and g.requires_grad) else g.detach().requires_grad_(True) for g in groups]
+            arg = _restructure(eps, live) if structured else live[0]
+            e = self._tilt(arg, live[0].shape[0])
+            grads = torch.autograd.grad(e.sum(), live, create_graph=create_graph, allow_unused=True)
+        base = live if create_graph else [g.detach() for g in groups]
+        if not create_graph:
+            e = e.detach()
+        g_out = [b + (gr if gr is not None else torch.zeros_like(b)) for b, gr in zip(base, grads, strict=True)]
+        u = _half_sq_norm(base) + e if structured else _half_sq_norm(base[0]) + e
+        if not create_graph:
+            g_out = [g.detach() for g in g_out]
+        return u, (_restructure(eps, g_out) if structured else g_out[0])
+
+
+def _restructure(like, values: list):
+    """``values`` in the structure (tuple / list / dict) of ``like``."""
+    if isinstance(like, dict):
+        return dict(zip(like.keys(), values, strict=True))
+    return tuple(values) if isinstance(like, tuple) else list(values)
+
+
+class FlatTarget(Target):
+    """A target over structured states seen as flat (N, D) states (what the samplers step).
+
+    ``ps.sample`` wraps the target this way when ``x0`` is a tuple, list or dict; the wrapped
+    target receives the groups in their own shapes (views of the flat state, so autograd flows
+    through them) and its gradient is flattened back.
+    """
+
+    def __init__(self, target: Target, layout: StateLayout):
+        self.target = target
+        self.layout = layout
+        self.follows_input_dtype = target.follows_input_dtype
+
+    def tensors(self) -> list[torch.Tensor]:
+        return self.target.tensors()
+
+    def potential(self, x: torch.Tensor) -> torch.Tensor:
+        return self.target.potential(self.layout.unflatten(x))
+
+    def energy_and_grad(self, x: torch.Tensor, create_graph: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        if isinstance(self.target, ReparamTarget):  # closed-form prior, per group
+            src = x if (create_graph and x.requires_grad) else x.detach()
+            u, g = self.target.energy_and_grad(self.layout.unflatten(src), create_graph=create_graph)
+            return self._checked(u, x), self.layout.flatten(g)
+        return super().energy_and_grad(x, create_graph=create_graph)  # autograd through the views
 
 
 class Gaussian(Target):
