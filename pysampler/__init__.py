@@ -11,9 +11,10 @@ draws its noise from one counter-based Philox stream (:mod:`pysampler.rng`).
     torch.Size([64, 2])
 """
 
-from . import diagnostics, diffusion, rng
+from . import checkpoint, diagnostics, diffusion, rng
 from .backends import available_backends
 from .samplers import HMC, MALA, ULA, DualAveraging, KineticLangevin, Sampler, State, StepInfo
+from .replay import ReplayBuffer
 from .sampling import SampleResult, sample
 from .structure import StateLayout
 from .targets import EnergyTarget, Gaussian, GaussianMixture, LatentTarget, MLPEnergy, ReparamTarget, Target, gmm25
@@ -41,6 +42,8 @@ __all__ = [
     "KineticLangevin",
     "HMC",
     "DualAveraging",
+    "ReplayBuffer",
+    "checkpoint",
     "rng",
     "diffusion",
     "diagnostics",
