@@ -13,8 +13,8 @@ draws its noise from one counter-based Philox stream (:mod:`pysampler.rng`).
 
 from . import checkpoint, diagnostics, diffusion, rng
 from .backends import available_backends
-from .samplers import HMC, MALA, ULA, DualAveraging, KineticLangevin, Sampler, State, StepInfo
 from .replay import ReplayBuffer
+from .samplers import HMC, MALA, ULA, DualAveraging, KineticLangevin, Sampler, State, StepInfo
 from .sampling import SampleResult, sample
 from .structure import StateLayout
 from .targets import EnergyTarget, Gaussian, GaussianMixture, LatentTarget, MLPEnergy, ReparamTarget, Target, gmm25

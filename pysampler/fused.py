@@ -119,6 +119,8 @@ def why_not_fused(
         return "create_graph=True needs the step-wise autograd path"
     if callback is not None:
         return "a per-step callback needs the step-wise path"
+    if getattr(sampler, "schedule", None) is not None:
+        return "an annealing schedule needs the step-wise path"
     return None
 
 

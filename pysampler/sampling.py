@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import cached_property
@@ -66,6 +67,15 @@ class SampleResult:
         return out
 
 
+def _show_progress(bar: tqdm, accepted: torch.Tensor, kept_steps: int, n_chains: int, started: float) -> None:
+    """The progress bar's postfix: mean acceptance so far (after burn-in) and chain-steps/s."""
+    elapsed = max(time.perf_counter() - started, 1e-9)
+    postfix = {"chain-steps/s": f"{bar.n * n_chains / elapsed:.3g}"}
+    if kept_steps > 0:
+        postfix["accept"] = f"{float(accepted.mean()) / kept_steps:.3f}"
+    bar.set_postfix(postfix, refresh=False)
+
+
 def _check_count(name: str, value, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"{name} must be an int >= {minimum}; got {value!r}")
@@ -107,7 +117,7 @@ def sample(
             the sampler has ``adapt_step_size=True``.
         thin: keep every ``thin``-th post-burn-in state in the trace.
         record: keep the trace (n_steps // thin, N, *event).
-        progress: show a tqdm progress bar.
+        progress: show a tqdm progress bar with the mean acceptance after burn-in and chain-steps/s.
         create_graph: keep the autograd graph through the chain (to x0 and the model's
             parameters), for trainers that backpropagate through short chains.
         callback: called as ``callback(i, state, info)`` after every step (i counts burn-in too).
@@ -138,6 +148,8 @@ def sample(
     adapt = DualAveraging(state.step_size, sampler.target_accept) if (sampler.adapt_step_size and burn_in > 0) else None
     accepted = torch.zeros(state.x.shape[0], dtype=torch.float64, device=state.x.device)
     trace: list[torch.Tensor] = []
+    n_chains, started = state.x.shape[0], time.perf_counter()
+    postfix_every = max(1, (burn_in + n_steps) // 50)  # the postfix costs a host sync: ~50 updates a run
     with tqdm(total=burn_in + n_steps, disable=not progress, desc=sampler.name, unit="step") as bar:
         # Step-wise: every step when not fused; the adapting burn-in when fused (then the rest fused).
         stepwise = burn_in + n_steps if not fused else (burn_in if adapt is not None else 0)
@@ -156,6 +168,8 @@ def sample(
             if callback is not None:
                 callback(i, state, info)
             bar.update(1)
+            if progress and (i + 1) % postfix_every == 0:
+                _show_progress(bar, accepted, i + 1 - burn_in, n_chains, started)
         if fused:
             remaining = burn_in + n_steps - stepwise
             state, fused_accepted, fused_trace = run_fused(
@@ -165,6 +179,8 @@ def sample(
             accepted += fused_accepted
             trace.extend(fused_trace.unbind(0))
             bar.update(remaining)
+            if progress:
+                _show_progress(bar, accepted, n_steps, n_chains, started)
     rate = accepted / n_steps if n_steps > 0 else torch.full_like(accepted, float("nan"))
     if record:
         stacked = torch.stack(trace) if trace else state.x.new_empty((0, *state.x.shape))

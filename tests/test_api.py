@@ -424,3 +424,32 @@ def test_reference_ops_with_torch_generator():
     torch.testing.assert_close(out, want, atol=0, rtol=0)
     x1, e1, g1, prob, acc = ops.mala_accept(x, x.square().sum(1), g, x + 0.1, x.square().sum(1), g, h, None)
     assert prob.shape == acc.shape == (6,) and x1.shape == x.shape
+
+
+def test_kinetic_schedule():
+    # A constant schedule is the plain sampler; a varying one sets (h, γ) before each step.
+    plain = ps.sample(quadratic, x0(), ps.KineticLangevin(0.1, friction=2.0), 8, seed=3)
+    const = ps.sample(quadratic, x0(), ps.KineticLangevin(0.5, friction=9.0, schedule=lambda i: (0.1, 2.0)), 8, seed=3)
+    torch.testing.assert_close(const.x, plain.x, rtol=0, atol=0)
+    seen = []
+
+    def schedule(i):
+        seen.append(i)
+        return 0.1 / (1 + i), torch.full((64,), 2.0 + i)
+
+    res = ps.sample(quadratic, x0(), ps.KineticLangevin(0.1, schedule=schedule), 6, burn_in=2, seed=3)
+    assert seen == list(range(8)) and res.backend != "cpp-fused"
+    torch.testing.assert_close(res.step_size, torch.full((64,), 0.1 / 8))
+    torch.testing.assert_close(res.state.friction, torch.full((64,), 9.0))
+    with pytest.raises(ValueError, match=r"schedule\(0\)'s friction must be finite and > 0"):
+        ps.sample(quadratic, x0(), ps.KineticLangevin(0.1, schedule=lambda i: (0.1, -1.0)), 2)
+    with pytest.raises(ValueError, match=r"schedule\(0\) must return \(step_size, friction\)"):
+        ps.sample(quadratic, x0(), ps.KineticLangevin(0.1, schedule=lambda i: 0.1), 2)
+    with pytest.raises(TypeError, match="schedule must be None or a callable"):
+        ps.KineticLangevin(0.1, schedule=0.1)
+
+
+def test_progress_bar_shows_acceptance_and_throughput(capsys):
+    ps.sample(quadratic, x0(), ps.MALA(0.3), 20, burn_in=5, progress=True)
+    err = capsys.readouterr().err
+    assert "accept=" in err and "chain-steps/s=" in err
