@@ -18,3 +18,8 @@ def test_readme_python_blocks_run(tmp_path, monkeypatch):
     res = namespace["res"]
     assert res.x.shape == (4096, 2) and res.trace.shape == (100, 4096, 2)
     assert (tmp_path / "chains.pt").exists()
+    # the own-model examples: a GAN's latent space, a VAE's noise space (a dict state)
+    assert namespace["latent"].x.shape == (128, 100)
+    vae = namespace["vae"]
+    assert set(vae.x) == {"z", "x"} and vae.x["x"].shape == (64, 3, 32, 32)
+    assert namespace["images"].shape == (64, 3, 32, 32)
