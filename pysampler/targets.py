@@ -34,6 +34,15 @@ def _module_tensor(obj: object) -> torch.Tensor | None:
     return None
 
 
+def _require_callable(name: str, value: object, expected: str) -> None:
+    """TypeError naming the argument when ``value`` is not callable."""
+    if not callable(value):
+        raise TypeError(f"{name} must be {expected}; got {type(value).__name__}")
+
+
+_ENERGY_ON_DATA = "a callable or nn.Module mapping x (N, *data) -> (N,)"
+
+
 class Target:
     """Base class: subclasses implement :meth:`potential` (N, *event) -> (N,).
 
@@ -103,8 +112,7 @@ class EnergyTarget(Target):
     """Density ∝ exp(-energy(x)) for any callable or nn.Module mapping (N, *event) -> (N,)."""
 
     def __init__(self, energy: EnergyFn):
-        if not callable(energy):
-            raise TypeError(f"energy must be a callable or nn.Module mapping (N, *event) -> (N,); got {type(energy).__name__}")
+        _require_callable("energy", energy, "a callable or nn.Module mapping (N, *event) -> (N,)")
         self.energy_fn = energy
 
     def potential(self, x: torch.Tensor) -> torch.Tensor:
@@ -124,13 +132,8 @@ class LatentTarget(Target):
     """
 
     def __init__(self, generator: Callable[[torch.Tensor], torch.Tensor], energy: EnergyFn, temperature: float = 1.0):
-        if not callable(generator):
-            raise TypeError(
-                "generator must be a callable or nn.Module mapping z (N, *latent) -> x (N, *data); "
-                f"got {type(generator).__name__}"
-            )
-        if not callable(energy):
-            raise TypeError(f"energy must be a callable or nn.Module mapping x (N, *data) -> (N,); got {type(energy).__name__}")
+        _require_callable("generator", generator, "a callable or nn.Module mapping z (N, *latent) -> x (N, *data)")
+        _require_callable("energy", energy, _ENERGY_ON_DATA)
         temperature = float(temperature)
         if not (math.isfinite(temperature) and temperature >= 0):
             raise ValueError(f"temperature must be a finite number >= 0; got {temperature}")
@@ -196,15 +199,13 @@ class ReparamTarget(Target):
         energy: EnergyFn,
         log_likelihood: Callable[[object], torch.Tensor] | None = None,
     ):
-        if not callable(transform):
-            raise TypeError(
-                "transform must be a callable or nn.Module mapping eps (a tensor, or a tuple / dict of tensors) to "
-                f"data-space samples (N, *data); got {type(transform).__name__}"
-            )
-        if not callable(energy):
-            raise TypeError(f"energy must be a callable or nn.Module mapping x (N, *data) -> (N,); got {type(energy).__name__}")
-        if log_likelihood is not None and not callable(log_likelihood):
-            raise TypeError(f"log_likelihood must be None or a callable eps -> (N,); got {type(log_likelihood).__name__}")
+        _require_callable(
+            "transform", transform,
+            "a callable or nn.Module mapping eps (a tensor, or a tuple / dict of tensors) to data-space samples (N, *data)",
+        )
+        _require_callable("energy", energy, _ENERGY_ON_DATA)
+        if log_likelihood is not None:
+            _require_callable("log_likelihood", log_likelihood, "None or a callable eps -> (N,)")
         self.transform = transform
         self.energy_fn = energy
         self.log_likelihood = log_likelihood
