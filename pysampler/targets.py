@@ -43,6 +43,46 @@ def _require_callable(name: str, value: object, expected: str) -> None:
 _ENERGY_ON_DATA = "a callable or nn.Module mapping x (N, *data) -> (N,)"
 
 
+def _n_chains(x) -> int:
+    """N of a state: a tensor (N, *event) or a tuple / list / dict of (N, *shape) tensors."""
+    return (leaves(x)[0] if is_structure(x) else x).shape[0]
+
+
+def _per_chain(value: object, n: int, what: str, where: str = "") -> torch.Tensor:
+    """``value`` if it is an (n,) tensor, else a ValueError naming ``what`` returned it."""
+    if not isinstance(value, torch.Tensor) or value.shape != (n,):
+        got = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+        hint = " (squeeze the last dimension)" if isinstance(value, torch.Tensor) and value.shape == (n, 1) else ""
+        raise ValueError(f"{what} must return a tensor of shape (N,) = ({n},){where}; got {got}{hint}")
+    return value
+
+
+def _restructure(like, values: list):
+    """``values`` in the structure (tuple / list / dict) of ``like``."""
+    if isinstance(like, dict):
+        return dict(zip(like.keys(), values, strict=True))
+    return tuple(values) if isinstance(like, tuple) else list(values)
+
+
+def _value_and_grad(fn: Callable, x, create_graph: bool):
+    """(fn(x) (N,), ∇ₓ fn(x)) by autograd, with respect to x only; x is a tensor or a tuple /
+    list / dict of tensors (the gradient then has x's structure; a group fn ignores gets zeros).
+
+    Without ``create_graph`` both outputs are detached. With it, x keeps whatever graph it has and
+    the outputs carry the graph (to x and to the model's parameters).
+    """
+    structured = is_structure(x)
+    groups = leaves(x) if structured else [x]
+    with torch.enable_grad():
+        live = [g if (create_graph and g.requires_grad) else g.detach().requires_grad_(True) for g in groups]
+        value = fn(_restructure(x, live) if structured else live[0])
+        grads = torch.autograd.grad(value.sum(), live, create_graph=create_graph, allow_unused=structured)
+    grads = [torch.zeros_like(v) if g is None else g for v, g in zip(live, grads, strict=True)]
+    if not create_graph:
+        value, grads = value.detach(), [g.detach() for g in grads]
+    return value, (_restructure(x, grads) if structured else grads[0])
+
+
 class Target:
     """Base class: subclasses implement :meth:`potential` (N, *event) -> (N,).
 
@@ -75,15 +115,9 @@ class Target:
                     f"use x0.to({t.dtype}) or convert the model (model.to({x.dtype}))"
                 )
 
-    def _checked(self, u: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        n = x.shape[0]
-        if not isinstance(u, torch.Tensor) or u.shape != (n,):
-            got = tuple(u.shape) if isinstance(u, torch.Tensor) else type(u).__name__
-            hint = " (squeeze the last dimension)" if isinstance(u, torch.Tensor) and u.shape == (n, 1) else ""
-            raise ValueError(
-                f"energy must return a tensor of shape (N,) = ({n},) for x of shape {tuple(x.shape)}; got {got}{hint}"
-            )
-        return u
+    def _checked(self, u: torch.Tensor, x) -> torch.Tensor:
+        shape = [tuple(g.shape) for g in leaves(x)] if is_structure(x) else tuple(x.shape)
+        return _per_chain(u, _n_chains(x), "energy", f" for x of shape {shape}")
 
     def energy(self, x: torch.Tensor) -> torch.Tensor:
         """U(x): (N,), without gradient tracking."""
@@ -91,21 +125,13 @@ class Target:
             return self._checked(self.potential(x), x)
 
     def energy_and_grad(self, x: torch.Tensor, create_graph: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        """(U(x) (N,), ∇ₓU(x) (N, *event)), gradient w.r.t. ``x`` only.
+        """(U(x) (N,), ∇ₓU(x) (N, *event)), gradient w.r.t. ``x`` only (x may also be a tuple /
+        list / dict of tensors; the gradient then has its structure).
 
         Without ``create_graph`` both outputs are detached. With it, ``x`` keeps whatever graph
         it has and the outputs carry the graph (to x and to the model's parameters).
         """
-        with torch.enable_grad():
-            if create_graph and x.requires_grad:
-                xg = x
-            else:
-                xg = x.detach().requires_grad_(True)
-            u = self._checked(self.potential(xg), x)
-            (g,) = torch.autograd.grad(u.sum(), xg, create_graph=create_graph)
-        if create_graph:
-            return u, g
-        return u.detach(), g.detach()
+        return _value_and_grad(lambda xg: self._checked(self.potential(xg), x), x, create_graph)
 
 
 class EnergyTarget(Target):
@@ -156,14 +182,9 @@ class LatentTarget(Target):
         return 0.5 * z.flatten(1).square().sum(1) + self._likelihood(z)
 
     def energy_and_grad(self, z: torch.Tensor, create_graph: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        with torch.enable_grad():
-            zg = z if (create_graph and z.requires_grad) else z.detach().requires_grad_(True)
-            e = self._likelihood(zg)
-            (g,) = torch.autograd.grad(e.sum(), zg, create_graph=create_graph)
-        if not create_graph:
-            e, g, zg = e.detach(), g.detach(), z.detach()
-        u = 0.5 * zg.flatten(1).square().sum(1) + e
-        return u, g + zg
+        e, g = _value_and_grad(self._likelihood, z, create_graph)
+        z = z if create_graph else z.detach()
+        return 0.5 * z.flatten(1).square().sum(1) + e, g + z
 
 
 def _half_sq_norm(x: torch.Tensor | tuple | list | dict) -> torch.Tensor:
@@ -219,51 +240,25 @@ class ReparamTarget(Target):
         with torch.no_grad():
             return self.transform(eps)
 
-    def _tilt(self, eps, n: int) -> torch.Tensor:
+    def _tilt(self, eps) -> torch.Tensor:
         """E(T(ε)) − log_likelihood(ε): (N,)."""
-        e = self.energy_fn(self.transform(eps))
-        if not isinstance(e, torch.Tensor) or e.shape != (n,):
-            got = tuple(e.shape) if isinstance(e, torch.Tensor) else type(e).__name__
-            raise ValueError(f"energy(transform(eps)) must return a tensor of shape (N,) = ({n},); got {got}")
+        n = _n_chains(eps)
+        e = _per_chain(self.energy_fn(self.transform(eps)), n, "energy(transform(eps))")
         if self.log_likelihood is not None:
-            ll = self.log_likelihood(eps)
-            if not isinstance(ll, torch.Tensor) or ll.shape != (n,):
-                got = tuple(ll.shape) if isinstance(ll, torch.Tensor) else type(ll).__name__
-                raise ValueError(f"log_likelihood(eps) must return a tensor of shape (N,) = ({n},); got {got}")
-            e = e - ll
+            e = e - _per_chain(self.log_likelihood(eps), n, "log_likelihood(eps)")
         return e
 
-    @staticmethod
-    def _chains(eps) -> int:
-        return (leaves(eps)[0] if is_structure(eps) else eps).shape[0]
-
     def potential(self, eps) -> torch.Tensor:
-        return _half_sq_norm(eps) + self._tilt(eps, self._chains(eps))
+        return _half_sq_norm(eps) + self._tilt(eps)
 
     def energy_and_grad(self, eps, create_graph: bool = False):
         """(U(ε) (N,), ∇U(ε)) with ∇U in ε's structure: ε + ∇(E∘T − log_likelihood)."""
-        structured = is_structure(eps)
-        groups = leaves(eps) if structured else [eps]
-        with torch.enable_grad():
-            live = [g if (create_graph and g.requires_grad) else g.detach().requires_grad_(True) for g in groups]
-            arg = _restructure(eps, live) if structured else live[0]
-            e = self._tilt(arg, live[0].shape[0])
-            grads = torch.autograd.grad(e.sum(), live, create_graph=create_graph, allow_unused=True)
-        base = live if create_graph else [g.detach() for g in groups]
-        if not create_graph:
-            e = e.detach()
-        g_out = [b + (gr if gr is not None else torch.zeros_like(b)) for b, gr in zip(base, grads, strict=True)]
-        u = _half_sq_norm(base) + e if structured else _half_sq_norm(base[0]) + e
-        if not create_graph:
-            g_out = [g.detach() for g in g_out]
-        return u, (_restructure(eps, g_out) if structured else g_out[0])
-
-
-def _restructure(like, values: list):
-    """``values`` in the structure (tuple / list / dict) of ``like``."""
-    if isinstance(like, dict):
-        return dict(zip(like.keys(), values, strict=True))
-    return tuple(values) if isinstance(like, tuple) else list(values)
+        e, g = _value_and_grad(self._tilt, eps, create_graph)
+        if not is_structure(eps):
+            eps = eps if create_graph else eps.detach()
+            return _half_sq_norm(eps) + e, g + eps
+        groups = [v if create_graph else v.detach() for v in leaves(eps)]
+        return _half_sq_norm(groups) + e, _restructure(eps, [v + d for v, d in zip(groups, leaves(g), strict=True)])
 
 
 class FlatTarget(Target):
@@ -286,11 +281,10 @@ class FlatTarget(Target):
         return self.target.potential(self.layout.unflatten(x))
 
     def energy_and_grad(self, x: torch.Tensor, create_graph: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        if isinstance(self.target, ReparamTarget):  # closed-form prior, per group
-            src = x if (create_graph and x.requires_grad) else x.detach()
-            u, g = self.target.energy_and_grad(self.layout.unflatten(src), create_graph=create_graph)
-            return self._checked(u, x), self.layout.flatten(g)
-        return super().energy_and_grad(x, create_graph=create_graph)  # autograd through the views
+        # the wrapped target's own energy_and_grad on the groups (its closed forms apply), then flat
+        src = x if (create_graph and x.requires_grad) else x.detach()
+        u, g = self.target.energy_and_grad(self.layout.unflatten(src), create_graph=create_graph)
+        return self._checked(u, x), self.layout.flatten(g)
 
 
 class Gaussian(Target):
