@@ -34,17 +34,6 @@ using AcceptResult = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, 
 
 constexpr int64_t kGrainElements = 8192;  // fewest elements worth a thread of their own
 
-// MH test of one chain with its uniform: accept when u < min(1, alpha); a non-finite log alpha is
-// a rejection.
-template <typename scalar_t>
-inline bool mh_accept(scalar_t log_alpha, float uniform, scalar_t& accept_prob) {
-  if (!std::isfinite(log_alpha)) {
-    log_alpha = -std::numeric_limits<scalar_t>::infinity();
-  }
-  accept_prob = std::exp(std::min(log_alpha, scalar_t(0)));
-  return static_cast<scalar_t>(uniform) < accept_prob;
-}
-
 // Outputs of an accept op and the loop over chains shared by both ops. `log_alpha(n, row)` gives
 // chain n's log alpha; the rest (MH test, row copies) is the same for MALA and HMC.
 template <typename scalar_t, typename LogAlpha>

@@ -721,13 +721,6 @@ void nonfinite_check(Block<T>& blk, std::initializer_list<const std::vector<T>*>
   }
 }
 
-// MH test of one chain: accept when u < min(1, alpha); a non-finite log alpha is a rejection
-// (pysampler::mala_accept's test, scalar exp as there).
-template <typename T>
-bool mh_accept(T log_alpha, float uniform) {
-  return std::isfinite(log_alpha) && static_cast<T>(uniform) < std::exp(std::min(log_alpha, T(0)));
-}
-
 template <typename T>
 void record(const Run<T>& run, Block<T>& blk, int64_t i) {
   if (run.trace == nullptr || i < run.record_from || (i - run.record_from + 1) % run.thin != 0) {
@@ -783,7 +776,8 @@ void commit_adjusted(const Run<T>& run, Block<T>& blk, int64_t i, uint64_t unifo
                   blk.rand.data() + s);
   }
   for (int64_t b = 0; b < B; ++b) {
-    const bool accept = b < blk.nb && mh_accept(log_alpha[b], blk.rand[b]);
+    T prob;
+    const bool accept = b < blk.nb && mh_accept(log_alpha[b], blk.rand[b], prob);
     blk.keep[b] = accept ? T(1) : T(0);
     if (accept && i >= run.record_from) {
       ++run.accepted[blk.n0 + b];

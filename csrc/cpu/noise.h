@@ -20,8 +20,11 @@
 #include <ATen/cpu/vec/vec.h>
 #include <c10/util/Exception.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstdlib>
+#include <limits>
 #include <type_traits>
 #include <utility>
 
@@ -51,7 +54,8 @@ constexpr int64_t kNoiseBlock = 256;  // the most normals one call writes (a few
 
 #if defined(PYSAMPLER_NOISE_SIMD)
 
-// The lane operations simd_normals needs, on 8 lanes (AVX2) ...
+// The integer lane operations Philox needs, the words-to-uniforms step and SLEEF's logf / cosf,
+// on 8 lanes (AVX2) ... (the float arithmetic is at::vec's, of the same width in each build)
 struct Avx2Lanes {
   static constexpr int kWidth = 8;
   using I = __m256i;
@@ -77,13 +81,8 @@ struct Avx2Lanes {
     x = _mm256_xor_si256(x, _mm256_srai_epi32(x, 31));
     return _mm256_mul_ps(_mm256_cvtepi32_ps(x), _mm256_set1_ps(philox_detail::kUniformScale));
   }
-  static F set1_f32(float v) { return _mm256_set1_ps(v); }
-  static F max(F a, F b) { return _mm256_max_ps(a, b); }
-  static F mul(F a, F b) { return _mm256_mul_ps(a, b); }
-  static F sqrt(F a) { return _mm256_sqrt_ps(a); }
   static F log(F a) { return Sleef_logf8_u10avx2(a); }
   static F cos(F a) { return Sleef_cosf8_u10avx2(a); }
-  static void store(float* p, F a) { _mm256_storeu_ps(p, a); }
   static bool available() { return Sleef_logf8_u10avx2 != nullptr && Sleef_cosf8_u10avx2 != nullptr; }
 };
 
@@ -108,13 +107,8 @@ struct Avx512Lanes {
     x = _mm512_xor_si512(x, _mm512_srai_epi32(x, 31));
     return _mm512_mul_ps(_mm512_cvtepi32_ps(x), _mm512_set1_ps(philox_detail::kUniformScale));
   }
-  static F set1_f32(float v) { return _mm512_set1_ps(v); }
-  static F max(F a, F b) { return _mm512_max_ps(a, b); }
-  static F mul(F a, F b) { return _mm512_mul_ps(a, b); }
-  static F sqrt(F a) { return _mm512_sqrt_ps(a); }
   static F log(F a) { return Sleef_logf16_u10avx512f(a); }
   static F cos(F a) { return Sleef_cosf16_u10avx512f(a); }
-  static void store(float* p, F a) { _mm512_storeu_ps(p, a); }
   static bool available() { return Sleef_logf16_u10avx512f != nullptr && Sleef_cosf16_u10avx512f != nullptr; }
 };
 using NoiseLanes = Avx512Lanes;
@@ -156,14 +150,15 @@ inline void philox_lanes(uint64_t seed, uint64_t base, typename L::I& w0, typena
 // operations of philox_box_muller in its order; only logf / cosf differ from libm's (by an ulp).
 template <typename L>
 inline void simd_normals(uint64_t seed, uint64_t offset, int64_t n, float* z) {
-  const typename L::F min_u = L::set1_f32(philox_detail::kMinUniform), minus_two = L::set1_f32(-2.0f),
-                      two_pi = L::set1_f32(philox_detail::kTwoPi);
+  using Vec = at::vec::Vectorized<float>;
+  static_assert(Vec::size() == L::kWidth, "the lane width must be at::vec's in this build");
+  const Vec min_u(philox_detail::kMinUniform), minus_two(-2.0f), two_pi(philox_detail::kTwoPi);
   for (int64_t j = 0; j < n; j += L::kWidth) {
     typename L::I w0, w1;
     philox_lanes<L>(seed, offset + static_cast<uint64_t>(j), w0, w1);
-    const typename L::F u0 = L::max(L::uniform(w0), min_u);
-    const typename L::F r = L::sqrt(L::mul(minus_two, L::log(u0)));
-    L::store(z + j, L::mul(r, L::cos(L::mul(two_pi, L::uniform(w1)))));
+    const Vec u0 = at::vec::maximum(Vec(L::uniform(w0)), min_u);
+    const Vec r = (minus_two * Vec(L::log(u0))).sqrt();
+    (r * Vec(L::cos(two_pi * Vec(L::uniform(w1))))).store(z + j);
   }
 }
 
@@ -173,7 +168,7 @@ inline void simd_uniforms(uint64_t seed, uint64_t offset, int64_t n, float* u) {
   for (int64_t j = 0; j < n; j += L::kWidth) {
     typename L::I w0, w1;
     philox_lanes<L>(seed, offset + static_cast<uint64_t>(j), w0, w1);
-    L::store(u + j, L::uniform(w0));
+    at::vec::Vectorized<float>(L::uniform(w0)).store(u + j);
   }
 }
 
@@ -211,6 +206,18 @@ inline void fill_uniforms(uint64_t seed, uint64_t offset, int64_t n, float* u) {
     u[j] = philox_uniform(seed, offset + static_cast<uint64_t>(j));
   }
 #endif
+}
+
+// The MH test of one chain on its stream uniform: accept when u < min(1, alpha), accept_prob =
+// min(1, alpha); a non-finite log alpha is a rejection (accept_prob 0). Scalar exp, as the
+// reference (pysampler.ops.mala_accept) takes it.
+template <typename T>
+inline bool mh_accept(T log_alpha, float uniform, T& accept_prob) {
+  if (!std::isfinite(log_alpha)) {
+    log_alpha = -std::numeric_limits<T>::infinity();
+  }
+  accept_prob = std::exp(std::min(log_alpha, T(0)));
+  return static_cast<T>(uniform) < accept_prob;
 }
 
 // Vec::size() float32 normals as a Vec of scalar_t.
