@@ -63,12 +63,6 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if dtype in HALF_DTYPES else dtype
 
 
-def _seed_offset(rng: torch.Tensor) -> tuple[int, int]:
-    # The int64 seed holds the key's 64 bits (seeds >= 2**63 are stored negative).
-    seed, offset = rng.tolist()
-    return int(seed) % 2**64, int(offset)
-
-
 def _noise(rng: torch.Tensor | None, like: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
     """Normals shaped like ``like`` (in ``dtype``, default like's) at counters offset, offset + 1, ...
 
@@ -78,15 +72,14 @@ def _noise(rng: torch.Tensor | None, like: torch.Tensor, dtype: torch.dtype | No
     dtype = like.dtype if dtype is None else dtype
     if rng is None:
         return torch.randn(like.shape, dtype=torch.float32, device=like.device).to(dtype)
-    seed, offset = _seed_offset(rng)
-    return _rng.normal(seed, offset, like.shape, dtype, like.device)
+    # seed and offset stay on the device: no host sync, so a step can be captured in a CUDA graph
+    return _rng.normal(rng[0], rng[1], like.shape, dtype, like.device)
 
 
 def _uniform(rng: torch.Tensor | None, n: int, device: torch.device) -> torch.Tensor:
     if rng is None:  # torch's global generator (see _noise)
         return torch.rand(n, dtype=torch.float32, device=device)
-    seed, offset = _seed_offset(rng)
-    return _rng.uniform(seed, offset, n, device)
+    return _rng.uniform(rng[0], rng[1], n, device)
 
 
 def per_chain(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

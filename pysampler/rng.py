@@ -51,9 +51,12 @@ def _mul_hi_lo(a: torch.Tensor, m: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def philox4x32(
-    c0: torch.Tensor, c1: torch.Tensor, c2: torch.Tensor, c3: torch.Tensor, k0: int, k1: int
+    c0: torch.Tensor, c1: torch.Tensor, c2: torch.Tensor, c3: torch.Tensor, k0: int | torch.Tensor, k1: int | torch.Tensor
 ) -> tuple[torch.Tensor, ...]:
-    """Philox4x32-10 on int64 tensors holding uint32 words; returns the four output words."""
+    """Philox4x32-10 on int64 tensors holding uint32 words; returns the four output words.
+
+    The key words are ints or int64 0-d tensors (uint32 values).
+    """
     for _ in range(_N_ROUNDS):
         hi_b, lo_b = _mul_hi_lo(c2, _ROUND_B)
         hi_a, lo_a = _mul_hi_lo(c0, _ROUND_A)
@@ -70,9 +73,24 @@ def _check_seed_offset(seed: int, offset: int) -> None:
         raise ValueError(f"offset must be an integer in [0, 2**63); got {offset}")
 
 
-def _words(seed: int, offset: int, n: int, device: torch.device | str | None) -> tuple[torch.Tensor, ...]:
-    seed, offset = int(seed), int(offset)
-    _check_seed_offset(seed, offset)
+Key = int | torch.Tensor
+
+
+def _words(seed: Key, offset: Key, n: int, device: torch.device | str | None) -> tuple[torch.Tensor, ...]:
+    """The four Philox words of counters offset .. offset+n-1 under key ``seed``.
+
+    ``seed`` and ``offset`` are ints, or int64 0-d tensors on ``device`` (a state's ``rng[0]``,
+    ``rng[1]``): those are read on the device, so no host sync happens and the draw can be
+    captured in a CUDA graph and replayed at whatever offset the tensor then holds. An int64
+    seed tensor holds the key's 64 bits two's-complement (seeds >= 2**63 are negative there);
+    the masks below recover both 32-bit key words either way.
+    """
+    if not isinstance(seed, torch.Tensor):
+        seed = int(seed)
+    if not isinstance(offset, torch.Tensor):
+        offset = int(offset)
+    if isinstance(seed, int) and isinstance(offset, int):
+        _check_seed_offset(seed, offset)
     counter = torch.arange(n, dtype=torch.int64, device=device) + offset
     c0 = counter & MASK32
     c1 = counter >> 32
@@ -86,22 +104,26 @@ def _to_uniform(word: torch.Tensor) -> torch.Tensor:
     return v.to(torch.float32) * torch.tensor(_UNIFORM_SCALE, dtype=torch.float32)
 
 
-def uniform(seed: int, offset: int, n: int, device: torch.device | str | None = None) -> torch.Tensor:
-    """``n`` float32 uniforms in [0, 1) at counters ``offset .. offset+n-1``; shape (n,)."""
+def uniform(seed: Key, offset: Key, n: int, device: torch.device | str | None = None) -> torch.Tensor:
+    """``n`` float32 uniforms in [0, 1) at counters ``offset .. offset+n-1``; shape (n,).
+
+    ``seed`` / ``offset``: ints, or int64 0-d tensors on ``device`` (read there, without a host sync).
+    """
     w0, _, _, _ = _words(seed, offset, n, device)
     return _to_uniform(w0)
 
 
 def normal(
-    seed: int,
-    offset: int,
+    seed: Key,
+    offset: Key,
     shape: tuple[int, ...] | torch.Size | int,
     dtype: torch.dtype = torch.float32,
     device: torch.device | str | None = None,
 ) -> torch.Tensor:
     """Standard normals of ``shape`` at counters ``offset .. offset+numel-1`` (row-major order).
 
-    Computed in float32 (Box-Muller, cosine branch) and cast to ``dtype``.
+    Computed in float32 (Box-Muller, cosine branch) and cast to ``dtype``. ``seed`` / ``offset``:
+    ints, or int64 0-d tensors on ``device`` (read there, without a host sync).
     """
     shape = (shape,) if isinstance(shape, int) else tuple(shape)
     n = 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import cached_property
@@ -11,7 +12,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from . import diagnostics
+from . import diagnostics, graphs
 from .fused import FUSED_BACKENDS, STEPWISE_BACKEND, fused_backend_for, run_fused, why_not_fused
 from .ops import compute_dtype
 from .samplers.adaptation import DualAveraging
@@ -31,7 +32,9 @@ class SampleResult:
     trace: (n_steps // thin, N, *event) recorded states (structured like x), or None; backend: the
     backend that ran ("torch", "cpp", "cpp-fused", ...); state: the final sampler state, over the
     flat (N, D) state for a structured x0 (``state.state_dict()`` saves it; step it further to
-    continue the same chains); layout: how a structured state maps to the flat one (None for a tensor).
+    continue the same chains); layout: how a structured state maps to the flat one (None for a tensor);
+    cuda_graph: whether blocks of steps were replayed from captured CUDA graphs; cuda_graph_reason:
+    why not, in one line (None when they were).
     """
 
     x: Any
@@ -40,6 +43,8 @@ class SampleResult:
     backend: str
     state: State
     layout: StateLayout | None = field(default=None)
+    cuda_graph: bool = False
+    cuda_graph_reason: str | None = None
 
     @property
     def step_size(self) -> torch.Tensor:
@@ -96,6 +101,7 @@ def sample(
     *,
     create_graph: bool = False,
     callback: Callable[[int, State, StepInfo], None] | None = None,
+    cuda_graph: bool | str = "auto",
 ) -> SampleResult:
     """Run N chains from x0 (N, *event) for ``burn_in + n_steps`` steps of ``sampler``.
 
@@ -121,12 +127,23 @@ def sample(
         create_graph: keep the autograd graph through the chain (to x0 and the model's
             parameters), for trainers that backpropagate through short chains.
         callback: called as ``callback(i, state, info)`` after every step (i counts burn-in too).
+        cuda_graph: True, False or "auto" (the default: True for CUDA chains that allow it). Runs
+            the step-wise chain in blocks of ``pysampler.graphs.BLOCK_STEPS`` steps, each captured
+            once as a CUDA graph (the energy's forward and backward included) and replayed: the
+            same chains as the plain loop, bit for bit, without its launch and Python overhead.
+            Blocks are cached per target object, so repeated calls (a training loop) capture once.
+            When capture is impossible (CPU chains, a callback, create_graph, a schedule, a model
+            that synchronises with the host or changes shapes) the plain loop runs and
+            ``res.cuda_graph_reason`` says why; with True, a one-line warning says it too.
     """
     if not isinstance(sampler, Sampler):
         raise TypeError(f"sampler must be a pysampler sampler such as ps.ULA(0.01); got {type(sampler).__name__}")
     n_steps = _check_count("n_steps", n_steps, 0)
     burn_in = _check_count("burn_in", burn_in, 0)
     thin = _check_count("thin", thin, 1)
+    if cuda_graph not in (True, False, "auto", "eager"):
+        raise ValueError(f"cuda_graph must be True, False or 'auto'; got {cuda_graph!r}")
+    graph_owner = target  # graphs are cached per object the user passed
     layout = None
     if is_structure(x0):  # the samplers step one flat (N, D) state; the target sees the groups
         layout = StateLayout.of(x0)
@@ -148,12 +165,34 @@ def sample(
     adapt = DualAveraging(state.step_size, sampler.target_accept) if (sampler.adapt_step_size and burn_in > 0) else None
     accepted = torch.zeros(state.x.shape[0], dtype=torch.float64, device=state.x.device)
     trace: list[torch.Tensor] = []
+    total = burn_in + n_steps
+    # Step-wise: every step when not fused; the adapting burn-in when fused (then the rest fused).
+    stepwise = total if not fused else (burn_in if adapt is not None else 0)
+    first_graphable = burn_in if adapt is not None else 0  # the adapting burn-in changes h every step
+    block_steps = graphs.BLOCK_STEPS if not record else thin * -(-graphs.BLOCK_STEPS // thin)
+    block, graph_reason = _graph_block(
+        cuda_graph, graph_owner, layout, sampler, state, stepwise - first_graphable, block_steps, thin, record,
+        create_graph=create_graph, callback=callback, fused=fused,
+    )
     n_chains, started = state.x.shape[0], time.perf_counter()
-    postfix_every = max(1, (burn_in + n_steps) // 50)  # the postfix costs a host sync: ~50 updates a run
-    with tqdm(total=burn_in + n_steps, disable=not progress, desc=sampler.name, unit="step") as bar:
-        # Step-wise: every step when not fused; the adapting burn-in when fused (then the rest fused).
-        stepwise = burn_in + n_steps if not fused else (burn_in if adapt is not None else 0)
-        for i in range(stepwise):
+    postfix_every = max(1, total // 50)  # the postfix costs a host sync: ~50 updates a run
+    with tqdm(total=total, disable=not progress, desc=sampler.name, unit="step") as bar:
+        i = 0
+        while i < stepwise:
+            # A block never straddles the end of burn-in, so it is all burn-in or all kept steps
+            # (and a kept block starts on a multiple of thin: burn_in, then whole blocks).
+            span_end = burn_in if i < burn_in else stepwise
+            if block is not None and i >= first_graphable and span_end - i >= block_steps:
+                state = _run_block(block, state, sampler)
+                if i >= burn_in:
+                    accepted += block.accepted
+                    if record:
+                        trace.extend(block.trace.clone().unbind(0))
+                i += block_steps
+                bar.update(block_steps)
+                if progress:
+                    _show_progress(bar, accepted, i - burn_in, n_chains, started)
+                continue
             state, info = sampler.step(state)
             if i < burn_in:
                 if adapt is not None:
@@ -167,11 +206,12 @@ def sample(
                     trace.append(state.x if create_graph else state.x.detach())
             if callback is not None:
                 callback(i, state, info)
+            i += 1
             bar.update(1)
-            if progress and (i + 1) % postfix_every == 0:
-                _show_progress(bar, accepted, i + 1 - burn_in, n_chains, started)
+            if progress and i % postfix_every == 0:
+                _show_progress(bar, accepted, i - burn_in, n_chains, started)
         if fused:
-            remaining = burn_in + n_steps - stepwise
+            remaining = total - stepwise
             state, fused_accepted, fused_trace = run_fused(
                 sampler, state, remaining, record_from=burn_in - stepwise, thin=thin if record else 0,
                 backend=fused_backend,
@@ -195,4 +235,46 @@ def sample(
         backend=fused_backend if fused else state.backend.name,
         state=state,
         layout=layout,
+        cuda_graph=block is not None and block.graph is not None,
+        cuda_graph_reason=graph_reason,
     )
+
+
+def _graph_block(
+    cuda_graph, owner, layout, sampler: Sampler, state: State, graphable_steps: int, block_steps: int, thin: int,
+    record: bool, *, create_graph: bool, callback, fused: bool,
+) -> tuple[graphs.GraphedBlock | None, str | None]:
+    """The block to replay for ``cuda_graph`` (True / False / "auto" / "eager"), and why not when None.
+
+    "eager" runs the graphed path's blocks without capturing them (on any device): how the CPU
+    tests cover everything in the graphed path but the capture itself.
+    """
+    if cuda_graph is False:
+        return None, "cuda_graph=False"
+    capture = cuda_graph != "eager"
+    why = graphs.why_not_graphed(
+        state.x, sampler, create_graph=create_graph, callback=callback, fused=fused, n_steps=graphable_steps,
+        block=block_steps, capture=capture,
+    )
+    if why is not None:
+        if cuda_graph is True:
+            warnings.warn(f"pysampler: cuda_graph=True, running the plain loop: {why}", RuntimeWarning, stacklevel=3)
+        return None, why
+    found = graphs.block_for(owner, layout, sampler, state, block_steps, thin, record, capture)
+    return (None, found) if isinstance(found, str) else (found, None)
+
+
+def _run_block(block: graphs.GraphedBlock, state: State, sampler: Sampler) -> State:
+    """``state`` advanced by one block; under on_nonfinite="raise", a chain that turned
+    non-finite in the block raises at its exact step (the block rerun step by step)."""
+    strict = getattr(sampler, "on_nonfinite", None) == "raise"
+    start = state
+    block.load(state)
+    block.run()
+    state = block.state(like=state)
+    if strict and bool(state.frozen.any()):
+        for _ in range(block.steps):  # raises at the step the plain loop would have
+            start, _info = sampler.step(start)
+        raise FloatingPointError(f"{sampler.name}: a chain became non-finite in a captured block")  # pragma: no cover
+    return state
+

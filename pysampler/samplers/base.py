@@ -32,8 +32,10 @@ class State:
     costs one new evaluation); step_size: (N,) per chain; rng: int64 (2,) = (seed, offset)
     of the next draw; step: int64 () steps taken; frozen: (N,) bool chains stopped after
     turning non-finite (on_nonfinite="freeze"); v: (N, *event) velocity and friction (N,)
-    (kinetic Langevin only). ``target``, ``backend`` and ``create_graph`` say how to step and
-    are not saved.
+    (kinetic Langevin only). ``target``, ``backend``, ``create_graph`` and ``sync_free`` say how
+    to step and are not saved. ``sync_free``: the step makes no host sync (inside a CUDA-graph
+    block, :mod:`pysampler.graphs`): chains that turn non-finite are frozen on the device and the
+    caller reads ``frozen`` after the block to raise.
     """
 
     x: torch.Tensor
@@ -48,6 +50,7 @@ class State:
     target: Target | None = field(default=None, repr=False, compare=False)
     backend: Backend | None = field(default=None, repr=False, compare=False)
     create_graph: bool = field(default=False, repr=False, compare=False)
+    sync_free: bool = field(default=False, repr=False, compare=False)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """The tensors of the state (detached), for ``torch.save``; resume with ``sampler.load_state``."""
@@ -228,8 +231,10 @@ class Sampler:
         tensors = [new.x, new.energy, new.grad] + ([new.v] if new.v is not None else [])
         bad = nonfinite_chains(*tensors) & ~state.frozen
         frozen = state.frozen | bad
-        if bool(frozen.any()):  # the one host sync per step; nothing more when all chains are fine
-            if self.on_nonfinite == "raise":  # then nothing was frozen before: the new ones are `bad`
+        # The one host sync per step, nothing more when all chains are fine. Sync-free (a CUDA-graph
+        # block) selects unconditionally, which gives the same values, and leaves raising to the caller.
+        if state.sync_free or bool(frozen.any()):
+            if self.on_nonfinite == "raise" and not state.sync_free:  # then nothing was frozen before: the new ones are `bad`
                 idx = bad.nonzero()[:, 0].tolist()
                 shown = ", ".join(map(str, idx[:10])) + (", ..." if len(idx) > 10 else "")
                 raise FloatingPointError(
