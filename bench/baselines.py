@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import torch
 
-__all__ = ["eager_ula", "eager_mala", "make_eager", "make_compiled"]
+__all__ = ["eager_ula", "eager_mala", "eager_kinetic", "make_eager", "make_compiled"]
 
 Energy = Callable[[torch.Tensor], torch.Tensor]
 
@@ -65,13 +65,39 @@ def eager_mala(energy: Energy, x0: torch.Tensor, step_size: float, n_steps: int)
     return x, n_accepted / max(n_steps, 1)
 
 
-def make_eager(energy: Energy, x0: torch.Tensor, algorithm: str, step_size: float, n_steps: int) -> Callable[[], torch.Tensor]:
-    """A zero-arg function running the hand-written loop for ``algorithm`` ("ula" / "mala")."""
+def eager_kinetic(energy: Energy, x0: torch.Tensor, step_size: float, friction: float, n_steps: int) -> torch.Tensor:
+    """Kinetic Langevin, OBABO splitting, v₀ = torch.randn_like(x0); n_steps + 1 gradient evaluations.
+
+    O: v ← e^{−γh/2} v + √(1 − e^{−γh}) ξ;  B: v ← v − (h/2)∇U(x);  A: x ← x + h v.
+    """
+    h = step_size
+    decay, noise_std = math.exp(-0.5 * friction * h), math.sqrt(-math.expm1(-friction * h))
+    x = x0.detach()
+    v = torch.randn_like(x)
+    _, g = _energy_and_grad(energy, x)
+    for _ in range(n_steps):
+        with torch.no_grad():
+            v = decay * v + noise_std * torch.randn_like(v)
+            v = v - 0.5 * h * g
+            x = x + h * v
+        _, g = _energy_and_grad(energy, x)
+        with torch.no_grad():
+            v = v - 0.5 * h * g
+            v = decay * v + noise_std * torch.randn_like(v)
+    return x
+
+
+def make_eager(
+    energy: Energy, x0: torch.Tensor, algorithm: str, step_size: float, n_steps: int, friction: float = 1.0
+) -> Callable[[], torch.Tensor]:
+    """A zero-arg function running the hand-written loop for ``algorithm`` ("ula" / "mala" / "kinetic")."""
     if algorithm == "ula":
         return lambda: eager_ula(energy, x0, step_size, n_steps)
     if algorithm == "mala":
         return lambda: eager_mala(energy, x0, step_size, n_steps)[0]
-    raise ValueError(f"algorithm must be 'ula' or 'mala'; got {algorithm!r}")
+    if algorithm == "kinetic":
+        return lambda: eager_kinetic(energy, x0, step_size, friction, n_steps)
+    raise ValueError(f"algorithm must be 'ula', 'mala' or 'kinetic'; got {algorithm!r}")
 
 
 def make_compiled(energy: Energy, x0: torch.Tensor, algorithm: str, step_size: float, n_steps: int) -> Callable[[], torch.Tensor]:

@@ -44,13 +44,17 @@ def eager(workload: Workload, device: torch.device) -> Run:
     """The hand-written PyTorch loop (bench/baselines.py)."""
     target = workload.target(device, DTYPE)
     x0 = workload.x0(device, DTYPE)
-    return make_eager(energy_fn(target), x0, workload.algorithm, workload.step_size, workload.n_steps)
+    return make_eager(energy_fn(target), x0, workload.algorithm, workload.step_size, workload.n_steps, workload.friction)
 
 
-def pysampler_backend(backend: str) -> Make:
-    """``ps.sample(target, x0, sampler, n_steps, backend=backend)``; "auto" picks as users get it."""
+def pysampler_backend(backend: str, cuda_graph: bool | str = "auto") -> Make:
+    """``ps.sample(target, x0, sampler, n_steps, backend=backend, cuda_graph=cuda_graph)``; "auto"
+    picks as users get it. ``cuda_graph=True`` needs a CUDA device and a workload it can capture
+    (the GEBM latent chain); its chains are checked against the plain loop's before timing."""
 
     def make(workload: Workload, device: torch.device) -> Run:
+        if cuda_graph is True and device.type != "cuda":
+            raise Unavailable("CUDA graphs need a GPU")
         present = ps.available_backends(device)
         if backend not in ("auto", *FUSED_BACKENDS) and backend not in present:
             raise Unavailable(f"backend {backend!r} is not available on {device} (available: {present})")
@@ -64,12 +68,22 @@ def pysampler_backend(backend: str) -> Make:
         if backend in FUSED_BACKENDS and why is not None:
             raise Unavailable(f"no fused path: {why}")
 
+        def sample(graph: bool | str) -> ps.SampleResult:
+            return ps.sample(target, x0, sampler, workload.n_steps, seed=0, backend=backend, cuda_graph=graph)
+
         def run() -> torch.Tensor:
-            return ps.sample(target, x0, sampler, workload.n_steps, seed=0, backend=backend).x
+            return sample(cuda_graph).x
 
         # what "auto" resolves to (the fused path when it can run, as ps.sample decides)
         fused = backend in FUSED_BACKENDS or (backend == "auto" and why is None)
         run.backend = fused_backend if fused else ps.backends.resolve(backend, device).name
+        if cuda_graph is True:
+            graphed = sample(True)  # also the capture, outside the timed rounds (then cached)
+            if not graphed.cuda_graph:
+                raise Unavailable(f"no CUDA-graph path: {graphed.cuda_graph_reason}")
+            if not torch.equal(graphed.x, sample(False).x):
+                raise AssertionError(f"{workload.name}: the CUDA-graph chains differ from the plain loop's")
+            run.backend += "+graph"
         return run
 
     return make
@@ -77,6 +91,8 @@ def pysampler_backend(backend: str) -> Make:
 
 def compiled(workload: Workload, device: torch.device) -> Run:
     """The hand-written loop with one step under ``torch.compile`` (bench/baselines.py)."""
+    if workload.algorithm not in ("ula", "mala"):
+        raise Unavailable(f"no compiled hand-written loop for {workload.algorithm}")
     target = workload.target(device, DTYPE)
     x0 = workload.x0(device, DTYPE)
     return make_compiled(energy_fn(target), x0, workload.algorithm, workload.step_size, workload.n_steps)
@@ -91,6 +107,7 @@ IMPLEMENTATIONS: dict[str, Make] = {
     "pysampler-cpp-fused": pysampler_backend(FUSED_BACKEND),
     "pysampler-triton-fused": pysampler_backend(TRITON_FUSED_BACKEND),
     "pysampler-auto": pysampler_backend("auto"),
+    "pysampler-graph": pysampler_backend("auto", cuda_graph=True),
     "jax-jit": jax_jit,
     "blackjax": blackjax_mala,
 }

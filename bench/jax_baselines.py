@@ -101,6 +101,10 @@ def _finish(run_jit, x0, jax, jax_device):
 
 def jax_jit(workload: Workload, device: torch.device):
     """ULA (W1, W3) or MALA (W2) as jit(scan(vmap(grad)))."""
+    from .implementations import Unavailable
+
+    if workload.algorithm not in ("ula", "mala"):
+        raise Unavailable(f"no JAX loop for {workload.algorithm}")
     jax, jnp, jax_device = _jax(device)
     potential = _potential(workload.target("cpu", torch.float32), jnp, jax)
     x0 = jnp.asarray(workload.x0("cpu", torch.float32).numpy())

@@ -8,6 +8,9 @@ get reported; ``PYSAMPLER_BENCH_SCALE`` shrinks chains and steps for a quick run
 W1  ULA,  25-Gaussian mixture (means {-4,-2,0,2,4}², σ=0.5), h=0.01, 65,536 chains, 200 steps
 W2  MALA, 100-D diagonal Gaussian, scales logspace(-1, 0, 100), h=0.01, 4,096 chains, 200 steps
 W3  ULA,  MLP energy 2→128→128→1 (SiLU) + ½|x|² (ps.MLPEnergy), h=0.01, 16,384 chains, 200 steps
+W4  kinetic Langevin in a GEBM's latent space: DCGAN generator (latent 128 → 3×32×32) and a
+    spectrally normalised conv energy (pysampler.models.nets), ps.LatentTarget, h=0.01, γ=1,
+    128 chains, 100 steps (the CUDA-graph target of the drop-in issue)
 """
 
 from __future__ import annotations
@@ -38,7 +41,9 @@ class Workload:
     nn.Module energy mapping (N, event_dim) -> (N,)).
     make_x0(device, dtype, seed): initial states (n_chains, event_dim).
     make_sampler(): the pysampler sampler config (``ps.ULA(step_size)``, ``ps.MALA(step_size)``).
-    algorithm: "ula" or "mala", what a hand-written loop (bench/baselines.py) implements.
+    algorithm: "ula", "mala" or "kinetic", what a hand-written loop (bench/baselines.py) implements
+    (kinetic: OBABO with ``friction``).
+    min_chains: the floor on chains when scaled down.
     """
 
     name: str
@@ -51,6 +56,8 @@ class Workload:
     n_chains: int
     n_steps: int
     event_dim: int
+    friction: float = 0.0
+    min_chains: int = MIN_CHAINS
 
     @property
     def chain_steps(self) -> int:
@@ -69,7 +76,7 @@ class Workload:
             return self
         return replace(
             self,
-            n_chains=max(MIN_CHAINS, int(round(self.n_chains * scale))),
+            n_chains=max(self.min_chains, int(round(self.n_chains * scale))),
             n_steps=max(MIN_STEPS, int(round(self.n_steps * scale))),
         )
 
@@ -135,6 +142,24 @@ def _mlp_energy(device, dtype):
     return ps.MLPEnergy(make_mlp().to(device=device, dtype=dtype), prior_weight=1.0)
 
 
+# --- W4: kinetic Langevin in a GEBM's latent space ----------------------------------------------
+
+W4_LATENT = 128
+W4_INIT_SEED = 4321
+
+
+def _gebm_latent(device, dtype):
+    """ps.LatentTarget(DCGAN generator, conv energy), both in eval mode, fixed-seed init."""
+    from pysampler.models.nets import ConvEnergy, DCGANGenerator
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(W4_INIT_SEED)
+        generator = DCGANGenerator(W4_LATENT, channels=3, size=32)
+        energy = ConvEnergy(channels=3, size=32)
+    generator, energy = (m.to(device=device, dtype=dtype).eval() for m in (generator, energy))
+    return ps.LatentTarget(generator, energy)
+
+
 WORKLOADS: dict[str, Workload] = {
     w.name: w
     for w in (
@@ -173,6 +198,20 @@ WORKLOADS: dict[str, Workload] = {
             n_chains=16_384,
             n_steps=200,
             event_dim=2,
+        ),
+        Workload(
+            name="W4",
+            description="kinetic Langevin, GEBM latent (DCGAN generator + conv energy, 32×32×3)",
+            algorithm="kinetic",
+            step_size=0.01,
+            friction=1.0,
+            make_target=_gebm_latent,
+            make_x0=_standard_normal(W4_LATENT),
+            make_sampler=lambda: ps.KineticLangevin(0.01, friction=1.0),
+            n_chains=128,
+            n_steps=100,
+            event_dim=W4_LATENT,
+            min_chains=16,
         ),
     )
 }

@@ -141,6 +141,7 @@ def run_fused(
     Langevin chains that turn non-finite raise, or freeze with ``on_nonfinite="freeze"``,
     exactly as in the step-wise samplers.
     """
+    assert state.prior_weight == 0.0, "the fused kernels cache the full gradient"
     kind, params = fused_target(state.target, state.x.dtype)
     name = _SAMPLERS[type(sampler)]
     if backend == TRITON_FUSED_BACKEND:

@@ -92,6 +92,10 @@ class Target:
 
     #: analytic targets cast their parameters to x's dtype; nn.Module energies do not
     follows_input_dtype: bool = False
+    #: w of a closed-form standard-normal prior term w·½|x|² in U whose gradient w·x a step kernel
+    #: can add itself (ULA's ``ula_step(prior_weight=w)``), saving a pass per step: then the
+    #: sampler caches ∇U − w·x (:meth:`energy_and_grad_without_prior`). 0: no such term.
+    kernel_prior: float = 0.0
 
     def potential(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -133,6 +137,15 @@ class Target:
         """
         return _value_and_grad(lambda xg: self._checked(self.potential(xg), x), x, create_graph)
 
+    def energy_and_grad_without_prior(self, x, create_graph: bool = False):
+        """(U(x) (N,), ∇U(x) − kernel_prior·x): the gradient without the prior term a step kernel
+        adds. Targets with ``kernel_prior != 0`` implement it without ever adding the term."""
+        if self.kernel_prior != 0.0:
+            raise NotImplementedError(
+                f"{type(self).__name__} sets kernel_prior, so it must implement energy_and_grad_without_prior"
+            )
+        return self.energy_and_grad(x, create_graph=create_graph)
+
 
 class EnergyTarget(Target):
     """Density ∝ exp(-energy(x)) for any callable or nn.Module mapping (N, *event) -> (N,)."""
@@ -154,8 +167,11 @@ class LatentTarget(Target):
 
     U(z) = ½|z|² + temperature·E(G(z)) (Arbel, Zhou & Gretton, ICLR 2021; ../shared/seeds/001).
     The prior term and its gradient z are computed in closed form; only E∘G goes through
-    autograd. ``decode(z)`` returns G(z), the sample in data space.
+    autograd, and ULA adds the prior's gradient z inside its update kernel (``kernel_prior``).
+    ``decode(z)`` returns G(z), the sample in data space.
     """
+
+    kernel_prior = 1.0
 
     def __init__(self, generator: Callable[[torch.Tensor], torch.Tensor], energy: EnergyFn, temperature: float = 1.0):
         _require_callable("generator", generator, "a callable or nn.Module mapping z (N, *latent) -> x (N, *data)")
@@ -181,10 +197,15 @@ class LatentTarget(Target):
     def potential(self, z: torch.Tensor) -> torch.Tensor:
         return 0.5 * z.flatten(1).square().sum(1) + self._likelihood(z)
 
-    def energy_and_grad(self, z: torch.Tensor, create_graph: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    def energy_and_grad_without_prior(self, z: torch.Tensor, create_graph: bool = False):
+        """(U(z) (N,), ∇(temperature·E∘G)(z)): the gradient without the prior's z."""
         e, g = _value_and_grad(self._likelihood, z, create_graph)
         z = z if create_graph else z.detach()
-        return 0.5 * z.flatten(1).square().sum(1) + e, g + z
+        return 0.5 * z.flatten(1).square().sum(1) + e, g
+
+    def energy_and_grad(self, z: torch.Tensor, create_graph: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        u, g = self.energy_and_grad_without_prior(z, create_graph)
+        return u, g + (z if create_graph else z.detach())
 
 
 def _half_sq_norm(x: torch.Tensor | tuple | list | dict) -> torch.Tensor:
@@ -211,8 +232,11 @@ class ReparamTarget(Target):
             not standard normal a priori (for example a tempered or observed likelihood term).
 
     The prior term and its gradient ε are closed-form; autograd differentiates E∘T (and the
-    log-likelihood). ``decode(eps)`` returns T(ε).
+    log-likelihood), and ULA adds the prior's gradient ε inside its update kernel
+    (``kernel_prior``). ``decode(eps)`` returns T(ε).
     """
+
+    kernel_prior = 1.0
 
     def __init__(
         self,
@@ -251,14 +275,19 @@ class ReparamTarget(Target):
     def potential(self, eps) -> torch.Tensor:
         return _half_sq_norm(eps) + self._tilt(eps)
 
+    def energy_and_grad_without_prior(self, eps, create_graph: bool = False):
+        """(U(ε) (N,), ∇(E∘T − log_likelihood)(ε)) in ε's structure: the gradient without the prior's ε."""
+        e, g = _value_and_grad(self._tilt, eps, create_graph)
+        groups = [v if create_graph else v.detach() for v in (leaves(eps) if is_structure(eps) else [eps])]
+        return _half_sq_norm(groups) + e, g
+
     def energy_and_grad(self, eps, create_graph: bool = False):
         """(U(ε) (N,), ∇U(ε)) with ∇U in ε's structure: ε + ∇(E∘T − log_likelihood)."""
-        e, g = _value_and_grad(self._tilt, eps, create_graph)
+        u, g = self.energy_and_grad_without_prior(eps, create_graph)
         if not is_structure(eps):
-            eps = eps if create_graph else eps.detach()
-            return _half_sq_norm(eps) + e, g + eps
+            return u, g + (eps if create_graph else eps.detach())
         groups = [v if create_graph else v.detach() for v in leaves(eps)]
-        return _half_sq_norm(groups) + e, _restructure(eps, [v + d for v, d in zip(groups, leaves(g), strict=True)])
+        return u, _restructure(eps, [v + d for v, d in zip(groups, leaves(g), strict=True)])
 
 
 class FlatTarget(Target):
@@ -273,6 +302,7 @@ class FlatTarget(Target):
         self.target = target
         self.layout = layout
         self.follows_input_dtype = target.follows_input_dtype
+        self.kernel_prior = target.kernel_prior  # ½|x|² over all groups is ½|flat x|²
 
     def tensors(self) -> list[torch.Tensor]:
         return self.target.tensors()
@@ -280,11 +310,17 @@ class FlatTarget(Target):
     def potential(self, x: torch.Tensor) -> torch.Tensor:
         return self.target.potential(self.layout.unflatten(x))
 
-    def energy_and_grad(self, x: torch.Tensor, create_graph: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        # the wrapped target's own energy_and_grad on the groups (its closed forms apply), then flat
+    def _on_groups(self, method: Callable, x: torch.Tensor, create_graph: bool):
+        # the wrapped target's own method on the groups (its closed forms apply), then flat
         src = x if (create_graph and x.requires_grad) else x.detach()
-        u, g = self.target.energy_and_grad(self.layout.unflatten(src), create_graph=create_graph)
+        u, g = method(self.layout.unflatten(src), create_graph=create_graph)
         return self._checked(u, x), self.layout.flatten(g)
+
+    def energy_and_grad(self, x: torch.Tensor, create_graph: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._on_groups(self.target.energy_and_grad, x, create_graph)
+
+    def energy_and_grad_without_prior(self, x: torch.Tensor, create_graph: bool = False):
+        return self._on_groups(self.target.energy_and_grad_without_prior, x, create_graph)
 
 
 class Gaussian(Target):

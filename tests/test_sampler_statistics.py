@@ -138,11 +138,15 @@ class _QuadraticEnergy(torch.nn.Module):
         return 0.5 * ((x - self.center) / self.scale).square().sum(1)
 
 
-@pytest.mark.parametrize("sampler,n_steps", [(ps.MALA(0.15), 400), (ps.HMC(0.15, 8), 100)])
-def test_latent_target_posterior_closed_form(sampler, n_steps):
+@pytest.mark.parametrize(
+    "sampler,n_steps,backend",
+    [(ps.MALA(0.15), 400, "torch"), (ps.HMC(0.15, 8), 100, "torch"), (ps.ULA(0.05), 300, "torch"), (ps.ULA(0.05), 300, "auto")],
+)
+def test_latent_target_posterior_closed_form(sampler, n_steps, backend):
     # z ∈ R³, x = A z + b ∈ R⁴, E(x) = ½|x - c|²/s², temperature T:
     # π(z) ∝ N(z; 0, I)·exp(-T E(Az + b)) is Gaussian with precision I + (T/s²)AᵀA
-    # and mean P⁻¹ (T/s²) Aᵀ(c - b).
+    # and mean P⁻¹ (T/s²) Aᵀ(c - b). ULA (which adds the prior's gradient z inside its update
+    # kernel) samples its own stationary law: the same mean, the covariance of the linear recursion.
     g = torch.Generator().manual_seed(5)
     a = torch.randn(4, 3, generator=g, dtype=F64)
     b = torch.randn(4, generator=g, dtype=F64)
@@ -153,7 +157,10 @@ def test_latent_target_posterior_closed_form(sampler, n_steps):
     prec = torch.eye(3, dtype=F64) + (temp / s**2) * a.T @ a
     cov = torch.linalg.inv(prec)
     mean = cov @ ((temp / s**2) * a.T @ (c - b))
-    res = ps.sample(target, overdispersed_start(6000, 3), sampler, n_steps, seed=21, backend="torch")
+    if isinstance(sampler, ps.ULA):
+        cov = ula_stationary_covariance(prec, sampler.step_size)
+    res = ps.sample(target, overdispersed_start(6000, 3), sampler, n_steps, seed=21, backend=backend)
+    assert res.state.prior_weight == (1.0 if isinstance(sampler, ps.ULA) else 0.0)
     assert_gaussian_moments(res.x, mean, cov)
     torch.testing.assert_close(target.decode(res.x[:5]), res.x[:5] @ a.T + b)
     assert all(p.grad is None for p in list(gen.parameters()) + list(energy.parameters()))

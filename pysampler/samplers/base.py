@@ -32,7 +32,9 @@ class State:
     costs one new evaluation); step_size: (N,) per chain; rng: int64 (2,) = (seed, offset)
     of the next draw; step: int64 () steps taken; frozen: (N,) bool chains stopped after
     turning non-finite (on_nonfinite="freeze"); v: (N, *event) velocity and friction (N,)
-    (kinetic Langevin only). ``target``, ``backend``, ``create_graph`` and ``sync_free`` say how
+    (kinetic Langevin only); prior_weight: w when ``grad`` holds ∇U(x) − w·x and the update kernel
+    adds the prior term w·x itself (ULA on a target with ``kernel_prior``; 0 otherwise).
+    ``target``, ``backend``, ``create_graph`` and ``sync_free`` say how
     to step and are not saved. ``sync_free``: the step makes no host sync (inside a CUDA-graph
     block, :mod:`pysampler.graphs`): chains that turn non-finite are frozen on the device and the
     caller reads ``frozen`` after the block to raise.
@@ -47,6 +49,7 @@ class State:
     frozen: torch.Tensor
     v: torch.Tensor | None = None
     friction: torch.Tensor | None = None
+    prior_weight: float = 0.0
     target: Target | None = field(default=None, repr=False, compare=False)
     backend: Backend | None = field(default=None, repr=False, compare=False)
     create_graph: bool = field(default=False, repr=False, compare=False)
@@ -54,7 +57,10 @@ class State:
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """The tensors of the state (detached), for ``torch.save``; resume with ``sampler.load_state``."""
-        return {k: getattr(self, k).detach().clone() for k in _SAVED if getattr(self, k) is not None}
+        out = {k: getattr(self, k).detach().clone() for k in _SAVED if getattr(self, k) is not None}
+        if self.prior_weight != 0.0:  # what `grad` leaves out (absent: nothing)
+            out["prior_weight"] = torch.tensor(self.prior_weight, dtype=torch.float64)
+        return out
 
 
 @dataclass
@@ -152,6 +158,8 @@ class Sampler:
     name = "sampler"
     #: whether the step has a Metropolis-Hastings test (adaptation needs it)
     adjusted = False
+    #: whether the step ops add a target's closed-form prior gradient themselves (Target.kernel_prior)
+    adds_kernel_prior = False
     adapt_step_size = False
     target_accept = 0.0
 
@@ -171,7 +179,8 @@ class Sampler:
         seed = check_seed(seed)
         resolved = resolve(backend, x0.device, differentiable=create_graph, dtype=x0.dtype)
         x = x0 if create_graph else x0.detach()
-        energy, grad = target.energy_and_grad(x, create_graph=create_graph)
+        prior_weight = float(target.kernel_prior) if self.adds_kernel_prior else 0.0
+        energy, grad = _evaluate(target, x, create_graph, prior_weight)
         bad = nonfinite_chains(energy, grad)
         if bool(bad.any()):
             raise ValueError(
@@ -186,6 +195,7 @@ class Sampler:
             rng=torch.tensor([seed, 0], dtype=torch.int64, device=x.device),
             step=torch.zeros((), dtype=torch.int64, device=x.device),
             frozen=torch.zeros(x.shape[0], dtype=torch.bool, device=x.device),
+            prior_weight=prior_weight,
             target=target,
             backend=resolved,
             create_graph=create_graph,
@@ -214,11 +224,18 @@ class Sampler:
         x = check_x0(state_dict["x"])
         target.validate(x)
         kwargs = {f.name: state_dict.get(f.name) for f in fields(State) if f.name in _SAVED}
+        prior_weight = float(state_dict.get("prior_weight", 0.0))
+        expected = float(target.kernel_prior) if self.adds_kernel_prior else 0.0
+        if prior_weight != expected:
+            raise ValueError(
+                f"state_dict's cached gradient leaves out a prior term of weight {prior_weight}, but {self.name} on "
+                f"{type(target).__name__} expects {expected}: load it with the sampler and target kind that saved it"
+            )
         resolved = resolve(backend, x.device, differentiable=create_graph, dtype=x.dtype)
-        return State(**kwargs, target=target, backend=resolved, create_graph=create_graph)
+        return State(**kwargs, prior_weight=prior_weight, target=target, backend=resolved, create_graph=create_graph)
 
     def _evaluate(self, state: State, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return state.target.energy_and_grad(x, create_graph=state.create_graph)
+        return _evaluate(state.target, x, state.create_graph, state.prior_weight)
 
     @staticmethod
     def _accept_all(state: State) -> StepInfo:
@@ -248,6 +265,13 @@ class Sampler:
                     keep[name] = torch.where(frozen.reshape(-1, *([1] * (cur.ndim - 1))), old, cur)
             new = replace(new, **keep)
         return replace(new, frozen=frozen)
+
+
+def _evaluate(target: Target, x: torch.Tensor, create_graph: bool, prior_weight: float):
+    """(U(x), ∇U(x) − prior_weight·x): the full gradient when prior_weight is 0."""
+    if prior_weight != 0.0:
+        return target.energy_and_grad_without_prior(x, create_graph=create_graph)
+    return target.energy_and_grad(x, create_graph=create_graph)
 
 
 def check_on_nonfinite(value: str) -> str:

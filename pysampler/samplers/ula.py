@@ -23,6 +23,10 @@ class ULA(Sampler):
         on_nonfinite: "raise" (default) stops with the chains and step that turned NaN/inf;
             "freeze" keeps those chains at their last finite state.
 
+    On a target with a closed-form standard-normal prior (``ps.LatentTarget``,
+    ``ps.ReparamTarget``: ``kernel_prior``), the prior's gradient is added inside the update
+    kernel, and the state caches the rest of the gradient (``State.prior_weight``).
+
     Random stream: N·prod(event) counters per step (one normal per element).
     """
 
@@ -31,6 +35,7 @@ class ULA(Sampler):
     on_nonfinite: str = "raise"
 
     name = "ULA"
+    adds_kernel_prior = True
 
     def __post_init__(self):
         self.step_size = check_positive("step_size", self.step_size)
@@ -40,7 +45,9 @@ class ULA(Sampler):
         self.on_nonfinite = check_on_nonfinite(self.on_nonfinite)
 
     def step(self, state: State) -> tuple[State, StepInfo]:
-        x = state.backend.ula_step(state.x, state.grad, state.step_size, self.noise_scale, state.rng)
+        x = state.backend.ula_step(
+            state.x, state.grad, state.step_size, self.noise_scale, state.rng, prior_weight=state.prior_weight
+        )
         energy, grad = self._evaluate(state, x)
         new = replace(
             state, x=x, energy=energy, grad=grad,
