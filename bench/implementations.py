@@ -101,9 +101,10 @@ def compiled(workload: Workload, device: torch.device) -> Run:
 IMPLEMENTATIONS: dict[str, Make] = {
     "eager": eager,
     "torch-compile": compiled,
-    "pysampler-torch": pysampler_backend("torch"),
-    "pysampler-cpp": pysampler_backend("cpp"),
-    "pysampler-triton": pysampler_backend("triton"),
+    # explicit step-wise backends run the plain loop (cuda_graph=False): pysampler-graph shows the graphs
+    "pysampler-torch": pysampler_backend("torch", cuda_graph=False),
+    "pysampler-cpp": pysampler_backend("cpp", cuda_graph=False),
+    "pysampler-triton": pysampler_backend("triton", cuda_graph=False),
     "pysampler-cpp-fused": pysampler_backend(FUSED_BACKEND),
     "pysampler-triton-fused": pysampler_backend(TRITON_FUSED_BACKEND),
     "pysampler-auto": pysampler_backend("auto"),
