@@ -74,7 +74,7 @@ def why_not_graphed(
     if getattr(sampler, "schedule", None) is not None:
         return f"{sampler.name}'s schedule is read on the host before every step"
     if n_steps < block:
-        return f"fewer steps to run ({n_steps}) than one captured block ({block})"
+        return f"no stretch of steps ({n_steps} at most, burn-in and kept steps apart) fills one captured block ({block})"
     return None
 
 

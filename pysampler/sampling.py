@@ -170,10 +170,13 @@ def sample(
     stepwise = total if not fused else (burn_in if adapt is not None else 0)
     first_graphable = burn_in if adapt is not None else 0  # the adapting burn-in changes h every step
     block_steps = graphs.BLOCK_STEPS if not record else thin * -(-graphs.BLOCK_STEPS // thin)
+    # blocks never straddle the end of burn-in: the longest stretch one could cover
+    longest_span = max(burn_in - first_graphable, stepwise - max(burn_in, first_graphable))
     block, graph_reason = _graph_block(
-        cuda_graph, graph_owner, layout, sampler, state, stepwise - first_graphable, block_steps, thin, record,
+        cuda_graph, graph_owner, layout, sampler, state, longest_span, block_steps, thin, record,
         create_graph=create_graph, callback=callback, fused=fused,
     )
+    replayed = False
     n_chains, started = state.x.shape[0], time.perf_counter()
     postfix_every = max(1, total // 50)  # the postfix costs a host sync: ~50 updates a run
     with tqdm(total=total, disable=not progress, desc=sampler.name, unit="step") as bar:
@@ -184,6 +187,7 @@ def sample(
             span_end = burn_in if i < burn_in else stepwise
             if block is not None and i >= first_graphable and span_end - i >= block_steps:
                 state = _run_block(block, state, sampler)
+                replayed = True
                 if i >= burn_in:
                     accepted += block.accepted
                     if record:
@@ -235,7 +239,7 @@ def sample(
         backend=fused_backend if fused else state.backend.name,
         state=state,
         layout=layout,
-        cuda_graph=block is not None and block.graph is not None,
+        cuda_graph=replayed and block.graph is not None,
         cuda_graph_reason=graph_reason,
     )
 

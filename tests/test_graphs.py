@@ -177,7 +177,10 @@ def test_reasons_when_not_graphed():
         assert reason in r.cuda_graph_reason
     annealed = ps.KineticLangevin(0.1, schedule=lambda i: (0.1, 1.0))
     assert "schedule is read on the host" in ps.sample(quartic, x0, annealed, 30, cuda_graph="eager").cuda_graph_reason
-    assert "fewer steps to run (10)" in ps.sample(quartic, x0, ps.ULA(0.1), 10, cuda_graph="eager").cuda_graph_reason
+    assert "no stretch of steps (10 at most" in ps.sample(quartic, x0, ps.ULA(0.1), 10, cuda_graph="eager").cuda_graph_reason
+    # 30 steps but neither the burn-in (10) nor the kept part (20) fills a block of 25
+    split = ps.sample(quartic, x0, ps.ULA(0.1), 20, burn_in=10, cuda_graph="eager")
+    assert "no stretch of steps (20 at most" in split.cuda_graph_reason
     fused = ps.sample(ps.Gaussian(torch.zeros(2), torch.ones(2)), x0, ps.ULA(0.1), 30, cuda_graph="eager")
     if fused.backend.endswith("-fused"):
         assert "fused kernel" in fused.cuda_graph_reason
