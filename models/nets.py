@@ -64,7 +64,7 @@ class DCGANGenerator(nn.Module):
         super().__init__()
         start, doublings = _check_size(size)
         self.latent_dim, self.start = latent_dim, start
-        c = width * 2 ** (doublings - 1)
+        self.channels0 = c = width * 2 ** (doublings - 1)  # maps at the start resolution
         self.project = nn.Sequential(nn.Linear(latent_dim, c * start * start), nn.BatchNorm1d(c * start * start), nn.ReLU())
         layers: list[nn.Module] = []
         for i in range(doublings):
@@ -74,7 +74,6 @@ class DCGANGenerator(nn.Module):
             layers += [nn.Tanh()] if last else [nn.BatchNorm2d(out), nn.ReLU()]
             c = out
         self.net = nn.Sequential(*layers)
-        self.channels0 = width * 2 ** (doublings - 1)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         h = self.project(z.flatten(1)).view(z.shape[0], self.channels0, self.start, self.start)

@@ -60,10 +60,17 @@ def median_bandwidth(x: torch.Tensor, y: torch.Tensor) -> float:
     return float(positive.median()) if positive.numel() else 1.0
 
 
-def _gaussian_gram(x: torch.Tensor, y: torch.Tensor, bandwidth: float):
-    z = torch.cat([x, y])
-    k = torch.exp(-torch.cdist(z, z).square() / (2.0 * bandwidth**2))
-    return k
+def _pooled_gram(x: torch.Tensor, y: torch.Tensor, bandwidth: float | None) -> tuple[torch.Tensor, int, float]:
+    """(Gaussian-kernel Gram matrix of the pooled samples (n + m, n + m), n, σ), σ the median
+    heuristic unless given; x and y checked and flattened to rows."""
+    xr, yr = _as_rows("x", x), _as_rows("y", y)
+    if xr.shape[1] != yr.shape[1]:
+        raise ValueError(f"x and y must have the same number of features; got {xr.shape[1]} and {yr.shape[1]}")
+    sigma = median_bandwidth(xr, yr) if bandwidth is None else float(bandwidth)
+    if not (math.isfinite(sigma) and sigma > 0):
+        raise ValueError(f"bandwidth must be finite and > 0; got {bandwidth}")
+    z = torch.cat([xr, yr])
+    return torch.exp(-torch.cdist(z, z).square() / (2.0 * sigma**2)), xr.shape[0], sigma
 
 
 def _mmd2_from_gram(k: torch.Tensor, in_x: torch.Tensor) -> torch.Tensor:
@@ -83,15 +90,8 @@ def mmd2(x: torch.Tensor, y: torch.Tensor, bandwidth: float | None = None) -> fl
     """Unbiased MMD² between samples x (n, ...) and y (m, ...) with a Gaussian kernel
     k(a, b) = exp(−|a − b|² / 2σ²), σ the median heuristic unless given (Gretton et al., JMLR 2012, eq. 3).
     Can be slightly negative when the distributions agree."""
-    xr, yr = _as_rows("x", x), _as_rows("y", y)
-    if xr.shape[1] != yr.shape[1]:
-        raise ValueError(f"x and y must have the same number of features; got {xr.shape[1]} and {yr.shape[1]}")
-    sigma = median_bandwidth(xr, yr) if bandwidth is None else float(bandwidth)
-    if not (math.isfinite(sigma) and sigma > 0):
-        raise ValueError(f"bandwidth must be finite and > 0; got {bandwidth}")
-    k = _gaussian_gram(xr, yr, sigma)
-    in_x = torch.arange(k.shape[0]) < xr.shape[0]
-    return float(_mmd2_from_gram(k, in_x))
+    k, n, _ = _pooled_gram(x, y, bandwidth)
+    return float(_mmd2_from_gram(k, torch.arange(k.shape[0]) < n))
 
 
 @dataclass
@@ -109,12 +109,10 @@ def mmd_test(
 ) -> MMDTest:
     """MMD² and its permutation-test p-value, (1 + #{permuted ≥ observed}) / (1 + n_permutations):
     the pooled samples are relabelled at random ``n_permutations`` times (one Gram matrix for all)."""
-    xr, yr = _as_rows("x", x), _as_rows("y", y)
     if isinstance(n_permutations, bool) or not isinstance(n_permutations, int) or n_permutations < 1:
         raise ValueError(f"n_permutations must be an int >= 1; got {n_permutations!r}")
-    sigma = median_bandwidth(xr, yr) if bandwidth is None else float(bandwidth)
-    k = _gaussian_gram(xr, yr, sigma)
-    total, n = k.shape[0], xr.shape[0]
+    k, n, sigma = _pooled_gram(x, y, bandwidth)
+    total = k.shape[0]
     observed = _mmd2_from_gram(k, torch.arange(total) < n)
     perms = torch.argsort(torch.rand(n_permutations, total, generator=generator), dim=1)
     splits = torch.zeros(n_permutations, total, dtype=torch.bool)

@@ -162,7 +162,44 @@ class EnergyTarget(Target):
         return [t] if t is not None else []
 
 
-class LatentTarget(Target):
+def _half_sq_norm(x: torch.Tensor | tuple | list | dict) -> torch.Tensor:
+    """½|x|² per chain over a tensor (N, *event) or every group of a structured state."""
+    groups = leaves(x) if is_structure(x) else [x]
+    return 0.5 * sum(g.flatten(1).square().sum(1) for g in groups)
+
+
+class _TiltedNormal(Target):
+    """U(x) = ½|x|² + tilt(x): a standard-normal prior tilted by a model term (subclasses give
+    ``_tilt``: (N,)). x is a tensor or a tuple / list / dict of tensors.
+
+    The prior term and its gradient x are closed-form; autograd differentiates only the tilt, and
+    ULA adds the prior's gradient x inside its update kernel (``kernel_prior``).
+    """
+
+    kernel_prior = 1.0
+
+    def _tilt(self, x) -> torch.Tensor:
+        raise NotImplementedError
+
+    def potential(self, x) -> torch.Tensor:
+        return _half_sq_norm(x) + self._tilt(x)
+
+    def energy_and_grad_without_prior(self, x, create_graph: bool = False):
+        """(U(x) (N,), ∇tilt(x)) in x's structure: the gradient without the prior's x."""
+        e, g = _value_and_grad(self._tilt, x, create_graph)
+        groups = [v if create_graph else v.detach() for v in (leaves(x) if is_structure(x) else [x])]
+        return _half_sq_norm(groups) + e, g
+
+    def energy_and_grad(self, x, create_graph: bool = False):
+        """(U(x) (N,), ∇U(x)) in x's structure: x + ∇tilt(x)."""
+        u, g = self.energy_and_grad_without_prior(x, create_graph)
+        if not is_structure(x):
+            return u, g + (x if create_graph else x.detach())
+        groups = [v if create_graph else v.detach() for v in leaves(x)]
+        return u, _restructure(x, [v + d for v, d in zip(groups, leaves(g), strict=True)])
+
+
+class LatentTarget(_TiltedNormal):
     """GEBM latent posterior π(z) ∝ N(z; 0, I)·exp(-temperature·E(G(z))).
 
     U(z) = ½|z|² + temperature·E(G(z)) (Arbel, Zhou & Gretton, ICLR 2021; ../shared/seeds/001).
@@ -170,8 +207,6 @@ class LatentTarget(Target):
     autograd, and ULA adds the prior's gradient z inside its update kernel (``kernel_prior``).
     ``decode(z)`` returns G(z), the sample in data space.
     """
-
-    kernel_prior = 1.0
 
     def __init__(self, generator: Callable[[torch.Tensor], torch.Tensor], energy: EnergyFn, temperature: float = 1.0):
         _require_callable("generator", generator, "a callable or nn.Module mapping z (N, *latent) -> x (N, *data)")
@@ -191,30 +226,12 @@ class LatentTarget(Target):
         with torch.no_grad():
             return self.generator(z)
 
-    def _likelihood(self, z: torch.Tensor) -> torch.Tensor:
+    def _tilt(self, z: torch.Tensor) -> torch.Tensor:
+        """temperature·E(G(z)): (N,)."""
         return self._checked(self.energy_fn(self.generator(z)), z) * self.temperature
 
-    def potential(self, z: torch.Tensor) -> torch.Tensor:
-        return 0.5 * z.flatten(1).square().sum(1) + self._likelihood(z)
 
-    def energy_and_grad_without_prior(self, z: torch.Tensor, create_graph: bool = False):
-        """(U(z) (N,), ∇(temperature·E∘G)(z)): the gradient without the prior's z."""
-        e, g = _value_and_grad(self._likelihood, z, create_graph)
-        z = z if create_graph else z.detach()
-        return 0.5 * z.flatten(1).square().sum(1) + e, g
-
-    def energy_and_grad(self, z: torch.Tensor, create_graph: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        u, g = self.energy_and_grad_without_prior(z, create_graph)
-        return u, g + (z if create_graph else z.detach())
-
-
-def _half_sq_norm(x: torch.Tensor | tuple | list | dict) -> torch.Tensor:
-    """½|x|² per chain over a tensor (N, *event) or every group of a structured state."""
-    groups = leaves(x) if is_structure(x) else [x]
-    return 0.5 * sum(g.flatten(1).square().sum(1) for g in groups)
-
-
-class ReparamTarget(Target):
+class ReparamTarget(_TiltedNormal):
     """VAEBM's target in the noise space of a reparameterised generator (dissertation ch. 4.3, eq. 4.19).
 
     U(ε) = ½|ε|² + E(T(ε)) [− log_likelihood(ε)], so exp(−U) is the standard-normal base density
@@ -235,8 +252,6 @@ class ReparamTarget(Target):
     log-likelihood), and ULA adds the prior's gradient ε inside its update kernel
     (``kernel_prior``). ``decode(eps)`` returns T(ε).
     """
-
-    kernel_prior = 1.0
 
     def __init__(
         self,
@@ -272,22 +287,6 @@ class ReparamTarget(Target):
             e = e - _per_chain(self.log_likelihood(eps), n, "log_likelihood(eps)")
         return e
 
-    def potential(self, eps) -> torch.Tensor:
-        return _half_sq_norm(eps) + self._tilt(eps)
-
-    def energy_and_grad_without_prior(self, eps, create_graph: bool = False):
-        """(U(ε) (N,), ∇(E∘T − log_likelihood)(ε)) in ε's structure: the gradient without the prior's ε."""
-        e, g = _value_and_grad(self._tilt, eps, create_graph)
-        groups = [v if create_graph else v.detach() for v in (leaves(eps) if is_structure(eps) else [eps])]
-        return _half_sq_norm(groups) + e, g
-
-    def energy_and_grad(self, eps, create_graph: bool = False):
-        """(U(ε) (N,), ∇U(ε)) with ∇U in ε's structure: ε + ∇(E∘T − log_likelihood)."""
-        u, g = self.energy_and_grad_without_prior(eps, create_graph)
-        if not is_structure(eps):
-            return u, g + (eps if create_graph else eps.detach())
-        groups = [v if create_graph else v.detach() for v in leaves(eps)]
-        return u, _restructure(eps, [v + d for v, d in zip(groups, leaves(g), strict=True)])
 
 
 class FlatTarget(Target):
