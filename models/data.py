@@ -29,6 +29,7 @@ import torch
 
 __all__ = [
     "TOY_SETS", "GAUSSIANS25_STD", "gaussians25_modes", "toy", "ImageData", "digits", "mnist", "from_path", "IMAGE_SUFFIXES",
+    "Dataset", "load",
 ]
 
 TOY_SETS = ("gaussians25", "swissroll", "rings", "checkerboard")
@@ -218,3 +219,51 @@ def from_path(path: str | Path) -> ImageData:
     if batches:
         return _cifar_batches(batches)
     return _image_folder(path)
+
+
+class Dataset:
+    """A trainer's view of a data set: random training batches and a fixed held-out set.
+
+    ``load(name)`` builds one. Toy sets draw fresh training samples on every call and hold out
+    ``n_held_out`` samples drawn from a fixed seed; image sets are split once (a fixed permutation)
+    into a training and a held-out part (10%, at least 200 images).
+
+    kind: "toy" or "image"; name; shape: one sample's shape, (2,) or (C, H, W); held_out: (n, *shape);
+    train / train_labels / held_out_labels: the image split (None for toy sets).
+    """
+
+    def __init__(self, name: str, kind: str, shape: tuple[int, ...], held_out: torch.Tensor, train: torch.Tensor | None = None,
+                 train_labels: torch.Tensor | None = None, held_out_labels: torch.Tensor | None = None, source: str = ""):
+        self.name, self.kind, self.shape, self.source = name, kind, tuple(shape), source
+        self.held_out, self.train = held_out, train
+        self.train_labels, self.held_out_labels = train_labels, held_out_labels
+
+    def batch(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        """(n, *shape) training samples: fresh toy samples, or images drawn uniformly with replacement."""
+        if self.kind == "toy":
+            return toy(self.name, n, generator)
+        return self.train[torch.randint(0, self.train.shape[0], (n,), generator=generator)]
+
+    def __repr__(self) -> str:
+        size = "on the fly" if self.train is None else f"{self.train.shape[0]} train"
+        return f"Dataset({self.name!r}, {self.kind}, shape={self.shape}, {size}, {self.held_out.shape[0]} held out)"
+
+
+def load(name: str | Path, n_held_out: int = 2000) -> Dataset:
+    """A :class:`Dataset` by name: a toy set (TOY_SETS), "digits", "mnist", or a path (see :func:`from_path`)."""
+    name = str(name)
+    if name in TOY_SETS:
+        held_out = toy(name, n_held_out, torch.Generator().manual_seed(0x5EED))
+        return Dataset(name, "toy", (2,), held_out, source="generated on the fly")
+    images = digits() if name == "digits" else mnist() if name == "mnist" else from_path(name)
+    n = len(images)
+    n_test = max(200, n // 10)
+    if n < n_test + 100:
+        raise ValueError(f"{name}: {n} images is too few to train on and hold out {n_test}; give at least {n_test + 100}")
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(0x5EED))
+    test, train = order[:n_test], order[n_test:]
+    labels = images.labels
+    return Dataset(
+        name if name in ("digits", "mnist") else Path(name).name, "image", images.shape, images.images[test], images.images[train],
+        None if labels is None else labels[train], None if labels is None else labels[test], images.source,
+    )
