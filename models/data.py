@@ -263,7 +263,6 @@ def load(name: str | Path, n_held_out: int = 2000) -> Dataset:
     order = torch.randperm(n, generator=torch.Generator().manual_seed(0x5EED))
     test, train = order[:n_test], order[n_test:]
     labels = images.labels
-    return Dataset(
-        name if name in ("digits", "mnist") else Path(name).name, "image", images.shape, images.images[test], images.images[train],
-        None if labels is None else labels[train], None if labels is None else labels[test], images.source,
-    )
+    label_split = (None, None) if labels is None else (labels[train], labels[test])
+    short_name = name if name in ("digits", "mnist") else Path(name).name
+    return Dataset(short_name, "image", images.shape, images.images[test], images.images[train], *label_split, images.source)

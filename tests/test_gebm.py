@@ -21,7 +21,7 @@ from pysampler.models.gebm.train import load_model
 
 # short runs: a handful of iterations, small evaluation
 FAST = ["--iters", "6", "--checkpoint-every", "3", "--warmup-iters", "2", "--warmup-energy-steps", "2", "--energy-steps", "2",
-        "--eval-samples", "200", "--sampler-steps", "5", "--no-progress"]
+        "--refine-steps", "0", "--eval-samples", "200", "--sampler-steps", "5", "--no-progress"]
 
 
 def test_energy_loss_hand_computed():
@@ -133,7 +133,7 @@ def test_dataset_splits(tmp_path):
 
 def _tiny_config(**kw) -> GEBMConfig:
     base = dict(data="gaussians25", iters=6, width=16, batch_size=32, energy_steps=2, warmup_iters=2, warmup_energy_steps=3,
-                checkpoint_every=3)
+                refine_steps=4, checkpoint_every=3)
     return GEBMConfig(**{**base, **kw})
 
 
@@ -157,26 +157,31 @@ def _same_state(a: dict, b: dict) -> None:
             assert a[key] == b[key], key
 
 
-def test_crash_then_resume_is_bit_identical(tmp_path, monkeypatch):
-    # uninterrupted
+@pytest.mark.parametrize("crash_at", ["training", "refinement"])
+def test_crash_then_resume_is_bit_identical(tmp_path, monkeypatch, crash_at):
+    # uninterrupted: 6 iterations, then 4 refinement steps
     whole = Trainer(_tiny_config(), tmp_path / "whole")
     whole.run()
-    # a run that crashes in iteration 5 (after the checkpoint at 3), then resumes from that checkpoint
+    assert whole.iteration == 6 and whole.refined == 4
+    # a run that crashes in iteration 5 (after the checkpoint at 3), or in refinement step 4 (after the
+    # checkpoint at 3), then resumes from that checkpoint
     crashing = Trainer(_tiny_config(), tmp_path / "crash")
-    real_step = Trainer.generator_step
+    method, fail_at, saved_at = ("generator_step", 5, (3, 0)) if crash_at == "training" else ("energy_step", 2 * 3 + 4 * 2 + 4, (6, 3))
+    real_step = getattr(Trainer, method)
     calls = {"n": 0}
 
-    def failing_step(self):
+    def failing_step(self, *args):
         calls["n"] += 1
-        if calls["n"] == 5:
+        if calls["n"] == fail_at:
             raise RuntimeError("simulated crash")
-        real_step(self)
+        return real_step(self, *args)
 
-    monkeypatch.setattr(Trainer, "generator_step", failing_step)
+    monkeypatch.setattr(Trainer, method, failing_step)
     with pytest.raises(RuntimeError, match="simulated crash"):
         crashing.run()
-    monkeypatch.setattr(Trainer, "generator_step", real_step)
-    assert checkpoint.load(tmp_path / "crash" / "checkpoint.pt")["iteration"] == 3
+    monkeypatch.setattr(Trainer, method, real_step)
+    saved = checkpoint.load(tmp_path / "crash" / "checkpoint.pt")
+    assert (saved["iteration"], saved["refined"]) == saved_at
     assert not [p for p in (tmp_path / "crash").iterdir() if p.name.endswith(".tmp")]
     resumed = Trainer(_tiny_config(), tmp_path / "crash")
     resumed.resume()
@@ -193,6 +198,11 @@ def test_resume_refuses_other_settings(tmp_path):
         other.resume()
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         Trainer(_tiny_config(), tmp_path / "empty").resume()
+    # a finished run (refinement begun) cannot grow its iterations: that would not be the same run
+    Trainer(_tiny_config(iters=3, refine_steps=2), tmp_path / "done").run()
+    longer = Trainer(_tiny_config(iters=5, refine_steps=2), tmp_path / "done")
+    with pytest.raises(ValueError, match="refining"):
+        longer.resume()
 
 
 def test_gebm_samples_go_through_the_engine():

@@ -24,7 +24,7 @@ __all__ = ["add_train_parser", "add_sample_parser", "run_train", "run_sample"]
 def _add_sampler_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sampler", choices=sorted(SAMPLERS), default="kla",
                    help="latent-space sampler: kla (kinetic Langevin), ula, mala, hmc")
-    p.add_argument("--step-size", type=float, default=None, help="sampler step size (default: 0.05 for kla, mala, hmc; 0.01 for ula)")
+    p.add_argument("--step-size", type=float, default=None, help="step size (default: 0.05 for kla, mala, hmc; 0.01 for ula)")
     p.add_argument("--friction", type=float, default=1.0, help="kinetic Langevin friction γ")
     p.add_argument("--n-leapfrog", type=int, default=10, help="HMC leapfrog steps per iteration")
     p.add_argument("--sampler-steps", type=int, default=300, help="chain length for each GEBM sample")
@@ -49,8 +49,8 @@ def add_train_parser(sub) -> None:
         "--resume, the checkpoint's values.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--data", default="gaussians25",
-                   help="gaussians25, swissroll, rings, checkerboard, digits, mnist, or a path (image folder, .npz / .npy, CIFAR-10 batches)")
+    p.add_argument("--data", default="gaussians25", help="gaussians25, swissroll, rings, checkerboard, digits, mnist, "
+                   "or a path (image folder, .npz / .npy, CIFAR-10 batches)")
     p.add_argument("--iters", type=int, default=3000, help="generator updates (each after --energy-steps energy updates)")
     p.add_argument("--out", default="runs/gebm", help="output folder")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt up to --iters")
@@ -65,12 +65,14 @@ def add_train_parser(sub) -> None:
     g.add_argument("--lr-generator", type=float, help="Adam learning rate of the generator")
     g.add_argument("--betas", type=float, nargs=2, help="Adam betas (0.5 0.999)")
     g.add_argument("--gradient-penalty", type=float, help="λ of λ·E|∇E|² at data-base interpolates (0 = off)")
+    g.add_argument("--refine-steps", type=int, help="energy updates with the generator fixed, after --iters (toy 2000, images 500)")
+    g.add_argument("--refine-penalty", type=float, help="the gradient penalty's λ during refinement (toy 0.1, images 0)")
     g.add_argument("--seed", type=int, help="seed of the networks' initialisation and of every batch (0)")
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
     p.add_argument("--checkpoint-every", type=int, default=500, help="iterations between checkpoints")
     e = p.add_argument_group("evaluation: GEBM samples by latent chains")
     _add_sampler_options(e)
-    e.add_argument("--eval-samples", type=int, default=2000, help="samples of the base and of the GEBM compared with held-out data")
+    e.add_argument("--eval-samples", type=int, default=2000, help="base and GEBM samples compared with held-out data")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=run_train)
 
@@ -131,7 +133,8 @@ def run_train(args: argparse.Namespace) -> int:
               "config": {k: v for k, v in dataclasses.asdict(trainer.config).items() if k != "extra"}, **report}
     write_json(report, Path(args.out) / "metrics.json")
     print(format_report(report))
-    print(f"metrics: {Path(args.out) / 'metrics.json'}; pictures: {', '.join(sorted(p.name for p in Path(args.out).glob('*.png')))}")
+    pictures = ", ".join(sorted(p.name for p in Path(args.out).glob("*.png")))
+    print(f"metrics: {Path(args.out) / 'metrics.json'}; pictures: {pictures}")
     return 0
 
 

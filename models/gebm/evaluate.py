@@ -21,8 +21,10 @@ from pysampler import metrics
 from pysampler.models import data as datasets
 from pysampler.models.gebm.model import GEBM
 
-__all__ = ["SAMPLERS", "SamplerSettings", "make_sampler", "sample_base", "sample_gebm", "sample_metrics", "evaluate", "plot_samples",
-           "plot_energy"]
+__all__ = [
+    "SAMPLERS", "SamplerSettings", "make_sampler", "sample_base", "sample_gebm", "sample_metrics", "evaluate", "plot_samples",
+    "plot_energy",
+]
 
 #: sampler names of the command line -> class
 SAMPLERS = {"ula": ps.ULA, "mala": ps.MALA, "kla": ps.KineticLangevin, "hmc": ps.HMC}

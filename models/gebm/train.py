@@ -2,7 +2,13 @@
 
 One *iteration* is ``energy_steps`` updates of the energy and c (``warmup_energy_steps`` during
 the first ``warmup_iters`` iterations, so the energy is near its optimum before the generator
-follows it, as WGAN-style critics are trained), then one generator update. Only base samples
+follows it, as WGAN-style critics are trained), then one generator update. After ``iters``
+iterations, ``refine_steps`` more energy updates with the generator fixed (gradient penalty
+``refine_penalty``, learning rate decaying linearly to 0) bring the energy near the optimum E*
+for the final base, the energy the slides' theorem and the GEBM's sampling assume (the paper's
+experiments likewise train the critic further for a fixed generator). A strong penalty during the alternating phase keeps the
+energy smooth, which gives the generator useful gradients far from the data; a weak one at the
+end lets the energy resolve what the base still gets wrong. Only base samples
 B(z), z ~ N(0, I) enter training (KALE needs no MCMC); the Markov chains run at evaluation and
 in ``pysampler sample gebm``, through ``ps.LatentTarget`` and ``ps.sample``.
 
@@ -40,25 +46,28 @@ CHECKPOINT_FORMAT = 1
 
 # Defaults that depend on the kind of data; a GEBMConfig field left as None takes them.
 _DEFAULTS = {
-    "toy": dict(latent_dim=2, width=128, batch_size=256, lr_energy=1e-3, lr_generator=1e-3, gradient_penalty=0.1),
-    "image": dict(latent_dim=64, width=32, batch_size=64, lr_energy=2e-4, lr_generator=2e-4, gradient_penalty=0.0),
+    "toy": dict(latent_dim=2, width=128, batch_size=256, lr_energy=1e-3, lr_generator=1e-3, gradient_penalty=1.0,
+                refine_steps=2000, refine_penalty=0.1),
+    "image": dict(latent_dim=64, width=32, batch_size=64, lr_energy=2e-4, lr_generator=2e-4, gradient_penalty=0.0,
+                  refine_steps=500, refine_penalty=0.0),
 }
 
 #: fields that define the training run; a resumed run must agree on them (``iters`` may grow)
 TRAINING_FIELDS = (
     "data", "latent_dim", "width", "batch_size", "energy_steps", "warmup_iters", "warmup_energy_steps", "lr_energy",
-    "lr_generator", "betas", "gradient_penalty", "seed",
+    "lr_generator", "betas", "gradient_penalty", "refine_steps", "refine_penalty", "seed",
 )
 
 
 @dataclass
 class GEBMConfig:
     """Settings of a GEBM run. Fields left None take the defaults for the data's kind
-    (toy: latent 2, MLPs of width 128, batch 256, Adam lr 1e-3, gradient penalty 0.1;
-    images: latent 64, DCGAN networks of width 32, batch 64, lr 2e-4, spectral norm instead of a penalty)."""
+    (toy: latent 2, MLPs of width 128, batch 256, Adam lr 1e-3, gradient penalty 1, then 2000
+    refinement steps at penalty 0.1; images: latent 64, DCGAN networks of width 32, batch 64,
+    lr 2e-4, spectral norm instead of a penalty, 500 refinement steps)."""
 
     data: str = "gaussians25"
-    iters: int = 2000  #: generator updates
+    iters: int = 3000  #: generator updates
     latent_dim: int | None = None
     width: int | None = None
     batch_size: int | None = None  #: per process
@@ -69,6 +78,8 @@ class GEBMConfig:
     lr_generator: float | None = None
     betas: tuple[float, float] = (0.5, 0.999)  #: Adam's, for both optimisers
     gradient_penalty: float | None = None  #: λ of λ·E|∇E(x̂)|² at data-base interpolates; 0 = off
+    refine_steps: int | None = None  #: energy updates with the generator fixed, after the iterations
+    refine_penalty: float | None = None  #: the gradient penalty's λ during those
     seed: int = 0
     device: str = "cpu"
     checkpoint_every: int = 500  #: iterations between checkpoints (and one at the end)
@@ -83,13 +94,16 @@ class GEBMConfig:
             value = getattr(filled, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "iters" else 1):
                 raise ValueError(f"{name} must be an int >= {0 if name == 'iters' else 1}; got {value!r}")
-        if filled.warmup_iters < 0:
-            raise ValueError(f"warmup_iters must be >= 0; got {filled.warmup_iters}")
+        for name in ("warmup_iters", "refine_steps"):
+            value = getattr(filled, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be an int >= 0; got {value!r}")
         for name in ("lr_energy", "lr_generator"):
             if not getattr(filled, name) > 0:
                 raise ValueError(f"{name} must be > 0; got {getattr(filled, name)}")
-        if not filled.gradient_penalty >= 0:
-            raise ValueError(f"gradient_penalty must be >= 0; got {filled.gradient_penalty}")
+        for name in ("gradient_penalty", "refine_penalty"):
+            if not getattr(filled, name) >= 0:
+                raise ValueError(f"{name} must be >= 0; got {getattr(filled, name)}")
         if len(filled.betas) != 2 or not all(0 <= b < 1 for b in filled.betas):
             raise ValueError(f"betas must be two numbers in [0, 1); got {filled.betas}")
         return filled
@@ -137,7 +151,8 @@ class Trainer:
         # one stream per process: batches, latents and interpolation points
         self.rng = torch.Generator().manual_seed((cfg.seed << 16) + self.rank)
         self.iteration = 0
-        self.history: list[tuple[int, float]] = []  # (iteration, KALE bound on its last energy batch)
+        self.refined = 0  # energy refinement steps done (after the iterations)
+        self.history: list[tuple[int, float]] = []  # (iterations + refinement steps, the last energy batch's KALE bound)
         if self.world > 1:
             ids = None if self.device == "cpu" else [torch.device(self.device).index]
             self.generator = DistributedDataParallel(self.model.generator, device_ids=ids)
@@ -149,22 +164,24 @@ class Trainer:
     def _latents(self, n: int) -> torch.Tensor:
         return torch.randn(n, self.config.latent_dim, generator=self.rng).to(self.device)
 
-    def energy_step(self) -> float:
-        """One Adam step of the energy and c on −F (+ the gradient penalty); returns the batch's F."""
+    def energy_step(self, penalty: float | None = None) -> float:
+        """One Adam step of the energy and c on −F (+ the gradient penalty, ``config.gradient_penalty``
+        unless given); returns the batch's F."""
         cfg = self.config
+        penalty = cfg.gradient_penalty if penalty is None else penalty
         n = cfg.batch_size
         x = self.dataset.batch(n, self.rng).to(self.device)
         with torch.no_grad():
             base = self.generator(self._latents(n))
         parts = [x, base]
-        if cfg.gradient_penalty > 0:
+        if penalty > 0:
             parts.append(interpolate(x, base, self.rng).requires_grad_(True))
         # one forward over all parts: DDP expects one forward per backward
         out = self.critic(torch.cat(parts)).split(n)
         loss = energy_loss(out[0], out[1])
         bound = -float(loss.detach())
-        if cfg.gradient_penalty > 0:
-            loss = loss + cfg.gradient_penalty * gradient_penalty(out[2], parts[2])
+        if penalty > 0:
+            loss = loss + penalty * gradient_penalty(out[2], parts[2])
         self.opt_energy.zero_grad(set_to_none=True)
         loss.backward()
         self.opt_energy.step()
@@ -201,6 +218,7 @@ class Trainer:
             "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self.config).items()},
             "data_shape": list(self.dataset.shape),
             "iteration": self.iteration,
+            "refined": self.refined,
             "model": self.model.state_dict(),
             "opt_energy": self.opt_energy.state_dict(),
             "opt_generator": self.opt_generator.state_dict(),
@@ -210,7 +228,8 @@ class Trainer:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("kind") != "gebm" or state.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(f"not a GEBM checkpoint of format {CHECKPOINT_FORMAT} (kind {state.get('kind')!r}, format {state.get('format')!r})")
+            found = f"kind {state.get('kind')!r}, format {state.get('format')!r}"
+            raise ValueError(f"not a GEBM checkpoint of format {CHECKPOINT_FORMAT} ({found})")
         saved = state["config"]
         for name in TRAINING_FIELDS:
             mine = getattr(self.config, name)
@@ -224,6 +243,12 @@ class Trainer:
         self.opt_generator.load_state_dict(state["opt_generator"])
         self.rng.set_state(state["rng"][self.rank])
         self.iteration = int(state["iteration"])
+        self.refined = int(state["refined"])
+        if self.refined > 0 and self.iteration < self.config.iters:
+            raise ValueError(
+                f"the checkpoint's run finished its {self.iteration} iterations and began refining the energy; "
+                f"it cannot go on to iters={self.config.iters} (start a new run for a longer one)"
+            )
         self.history = [(int(i), float(b)) for i, b in state["history"]]
 
     def save(self) -> Path | None:
@@ -244,20 +269,34 @@ class Trainer:
 
     # ------------------------------------------------------------------- loop
     def run(self, progress: bool = False) -> GEBM:
-        """Train until ``config.iters`` iterations, checkpointing every ``checkpoint_every`` and at the end."""
+        """Train ``config.iters`` iterations, then ``config.refine_steps`` energy refinement steps,
+        checkpointing every ``checkpoint_every`` iterations (or refinement steps) and at the end."""
         from tqdm.auto import tqdm
 
         cfg = self.config
         self.model.train()
         start = time.perf_counter()
-        bar = tqdm(total=cfg.iters, initial=self.iteration, disable=not progress or self.rank != 0, desc="GEBM", unit="it")
-        while self.iteration < cfg.iters:
-            bound = self.iterate()
-            self.history.append((self.iteration, bound))
+        total = cfg.iters + cfg.refine_steps
+        bar = tqdm(total=total, initial=self.iteration + self.refined, disable=not progress or self.rank != 0, desc="GEBM",
+                   unit="it")
+        while self.iteration + self.refined < total:
+            if self.iteration < cfg.iters:
+                bound = self.iterate()
+                done, phase = self.iteration, "train"
+            else:
+                self.model.generator.eval()  # refine against the base as it is sampled (batch norm's running statistics)
+                # the learning rate decays linearly to 0 over the refinement, so the energy settles
+                # instead of ending on one noisy step (a function of the step count: resumes exactly)
+                for group in self.opt_energy.param_groups:
+                    group["lr"] = cfg.lr_energy * (1.0 - self.refined / cfg.refine_steps)
+                bound = self.energy_step(cfg.refine_penalty)
+                self.refined += 1
+                done, phase = self.refined, "refine"
+            self.history.append((self.iteration + self.refined, bound))
             bar.update(1)
-            if self.iteration % 10 == 0 or self.iteration == cfg.iters:
-                bar.set_postfix(kale=f"{bound:.3f}", c=f"{self.model.log_partition.item():.2f}", refresh=False)
-            if self.iteration % cfg.checkpoint_every == 0 and self.iteration < cfg.iters:
+            if done % 10 == 0:
+                bar.set_postfix(phase=phase, kale=f"{bound:.3f}", c=f"{self.model.log_partition.item():.2f}", refresh=False)
+            if done % cfg.checkpoint_every == 0 and self.iteration + self.refined < total:
                 self.save()
         bar.close()
         self.train_seconds = time.perf_counter() - start
