@@ -28,12 +28,22 @@ def test_sample_gmm25_covers_every_mode(tmp_path, capsys):
 
 
 def test_help_explains_every_option():
-    cmd = [sys.executable, "-m", "pysampler", "sample", "--help"]
+    cmd = [sys.executable, "-m", "pysampler", "sample", "gmm25", "--help"]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     for option in ("--chains", "--steps", "--burn-in", "--seed", "--backend", "--device", "--dtype", "--samplers",
                    "--ula-step", "--mala-step", "--kla-step", "--friction", "--hmc-step", "--n-leapfrog", "--plot", "--progress"):
         assert option in out, option
     assert "gmm25" in out
+    # the GEBM commands document theirs
+    out = subprocess.run([sys.executable, "-m", "pysampler", "train", "gebm", "--help"], capture_output=True, text=True,
+                         check=True).stdout
+    for option in ("--data", "--iters", "--out", "--resume", "--sampler", "--step-size", "--temperature", "--backend",
+                   "--energy-steps", "--warmup-iters", "--gradient-penalty", "--refine-steps", "--lr-energy", "--betas"):
+        assert option in out, option
+    out = subprocess.run([sys.executable, "-m", "pysampler", "sample", "gebm", "--help"], capture_output=True, text=True,
+                         check=True).stdout
+    for option in ("--ckpt", "--n", "--sampler", "--backend", "--out", "--plot"):
+        assert option in out, option
 
 
 def test_bad_arguments_exit_2(capsys):

@@ -166,7 +166,10 @@ def test_crash_then_resume_is_bit_identical(tmp_path, monkeypatch, crash_at):
     # a run that crashes in iteration 5 (after the checkpoint at 3), or in refinement step 4 (after the
     # checkpoint at 3), then resumes from that checkpoint
     crashing = Trainer(_tiny_config(), tmp_path / "crash")
-    method, fail_at, saved_at = ("generator_step", 5, (3, 0)) if crash_at == "training" else ("energy_step", 2 * 3 + 4 * 2 + 4, (6, 3))
+    if crash_at == "training":
+        method, fail_at, saved_at = "generator_step", 5, (3, 0)
+    else:  # energy steps: 2 warm-up iterations x 3, 4 iterations x 2, then the 4th refinement step
+        method, fail_at, saved_at = "energy_step", 2 * 3 + 4 * 2 + 4, (6, 3)
     real_step = getattr(Trainer, method)
     calls = {"n": 0}
 
@@ -209,14 +212,23 @@ def test_gebm_samples_go_through_the_engine():
     # the GEBM's samples are B(z) of latent chains that start at the base's own draws
     torch.manual_seed(0)
     model = build_networks((2,), 2, 16)
-    settings = SamplerSettings("mala", 0.05, steps=0, backend="torch")
+    settings = SamplerSettings("mala", 0.05, steps=0, backend="torch").resolved("toy")
     x0 = sample_base(model, 64, seed=3)
     x, res = sample_gebm(model, 64, settings, seed=3)
     torch.testing.assert_close(x, x0)  # zero steps: the starting points
     for name, backend in (("kla", "cpp"), ("ula", "torch"), ("hmc", "torch"), ("mala", "cpp")):
-        x, res = sample_gebm(model, 64, SamplerSettings(name, steps=5, backend=backend), seed=3)
+        x, res = sample_gebm(model, 64, SamplerSettings(name, steps=5, backend=backend).resolved("toy"), seed=3)
         assert x.shape == (64, 2) and torch.isfinite(x).all() and res.backend == backend
         assert not torch.equal(x, x0)
+    # defaults by kind of data, and errors
+    assert SamplerSettings().resolved("image").as_dict()["step_size"] == 0.02
+    assert SamplerSettings("ula").resolved("toy").steps == 300
+    with pytest.raises(ValueError, match="resolve"):
+        sample_gebm(model, 4, SamplerSettings())
+    with pytest.raises(ValueError, match="sampler must be one of"):
+        SamplerSettings("nuts").resolved("toy")
+    with pytest.raises(ValueError, match="steps"):
+        SamplerSettings(steps=-1).resolved("toy")
 
 
 def test_cli_train_resume_and_sample(tmp_path, capsys):

@@ -15,8 +15,10 @@ from pathlib import Path
 
 import torch
 
+from pysampler.checkpoint import save_json
+from pysampler.models.data import TOY_SETS
 from pysampler.models.gebm.evaluate import SAMPLERS, SamplerSettings, evaluate, plot_samples, sample_gebm
-from pysampler.models.gebm.train import CHECKPOINT_NAME, TRAINING_FIELDS, GEBMConfig, Trainer, load_config, load_model, write_json
+from pysampler.models.gebm.train import CHECKPOINT_NAME, TRAINING_FIELDS, GEBMConfig, Trainer, load_config, load_model
 
 __all__ = ["add_train_parser", "add_sample_parser", "run_train", "run_sample"]
 
@@ -24,16 +26,17 @@ __all__ = ["add_train_parser", "add_sample_parser", "run_train", "run_sample"]
 def _add_sampler_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sampler", choices=sorted(SAMPLERS), default="kla",
                    help="latent-space sampler: kla (kinetic Langevin), ula, mala, hmc")
-    p.add_argument("--step-size", type=float, default=None, help="step size (default: 0.05 for kla, mala, hmc; 0.01 for ula)")
+    p.add_argument("--step-size", type=float, default=None,
+                   help="step size (default: toy data 0.05 for kla, mala, hmc, 0.01 for ula; images 0.02, 0.01, 0.02, 0.005)")
     p.add_argument("--friction", type=float, default=1.0, help="kinetic Langevin friction γ")
     p.add_argument("--n-leapfrog", type=int, default=10, help="HMC leapfrog steps per iteration")
-    p.add_argument("--sampler-steps", type=int, default=300, help="chain length for each GEBM sample")
+    p.add_argument("--sampler-steps", type=int, default=None, help="chain length for each GEBM sample (toy 300, images 100)")
     p.add_argument("--temperature", type=float, default=1.0, help="T of π(z) ∝ N(z; 0, I) exp(-T·E(B(z))); T > 1 sharpens")
     p.add_argument("--backend", default="auto", help="pysampler backend for the chains (auto, torch, cpp, triton, ...)")
 
 
 def _sampler_settings(args: argparse.Namespace) -> SamplerSettings:
-    if args.sampler_steps < 0:
+    if args.sampler_steps is not None and args.sampler_steps < 0:
         raise ValueError(f"--sampler-steps must be >= 0; got {args.sampler_steps}")
     return SamplerSettings(args.sampler, args.step_size, args.friction, args.n_leapfrog, args.sampler_steps, args.temperature,
                            args.backend)
@@ -65,7 +68,7 @@ def add_train_parser(sub) -> None:
     g.add_argument("--lr-generator", type=float, help="Adam learning rate of the generator")
     g.add_argument("--betas", type=float, nargs=2, help="Adam betas (0.5 0.999)")
     g.add_argument("--gradient-penalty", type=float, help="λ of λ·E|∇E|² at data-base interpolates (0 = off)")
-    g.add_argument("--refine-steps", type=int, help="energy updates with the generator fixed, after --iters (toy 2000, images 500)")
+    g.add_argument("--refine-steps", type=int, help="energy updates, generator fixed, after --iters (toy 2000, images 1500)")
     g.add_argument("--refine-penalty", type=float, help="the gradient penalty's λ during refinement (toy 0.1, images 0)")
     g.add_argument("--seed", type=int, help="seed of the networks' initialisation and of every batch (0)")
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
@@ -131,7 +134,7 @@ def run_train(args: argparse.Namespace) -> int:
     report = {"data": trainer.dataset.name, "source": trainer.dataset.source, "iterations": trainer.iteration,
               "train_seconds_this_run": trainer.train_seconds, "processes": trainer.world,
               "config": {k: v for k, v in dataclasses.asdict(trainer.config).items() if k != "extra"}, **report}
-    write_json(report, Path(args.out) / "metrics.json")
+    save_json(report, Path(args.out) / "metrics.json")
     print(format_report(report))
     pictures = ", ".join(sorted(p.name for p in Path(args.out).glob("*.png")))
     print(f"metrics: {Path(args.out) / 'metrics.json'}; pictures: {pictures}")
@@ -158,6 +161,7 @@ def run_sample(args: argparse.Namespace) -> int:
     if out.suffix not in (".npz", ".pt"):
         raise ValueError(f"--out must end in .npz or .pt; got {out}")
     model, config, iters = load_model(args.ckpt, args.device)
+    settings = settings.resolved("toy" if config.data in TOY_SETS else "image")
     x, res = sample_gebm(model, args.n, settings, args.seed, args.progress)
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".npz":

@@ -24,7 +24,6 @@ DistributedDataParallel (gloo on CPU, NCCL on CUDA); each process draws its own 
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import time
 from dataclasses import dataclass, field
@@ -39,7 +38,7 @@ from pysampler import checkpoint
 from pysampler.models import data as datasets
 from pysampler.models.gebm.model import GEBM, build_networks, energy_loss, generator_loss, gradient_penalty, interpolate
 
-__all__ = ["GEBMConfig", "Trainer", "train", "CHECKPOINT_NAME", "load_config", "load_model", "write_json"]
+__all__ = ["GEBMConfig", "Trainer", "train", "CHECKPOINT_NAME", "load_config", "load_model"]
 
 CHECKPOINT_NAME = "checkpoint.pt"
 CHECKPOINT_FORMAT = 1
@@ -49,7 +48,7 @@ _DEFAULTS = {
     "toy": dict(latent_dim=2, width=128, batch_size=256, lr_energy=1e-3, lr_generator=1e-3, gradient_penalty=1.0,
                 refine_steps=2000, refine_penalty=0.1),
     "image": dict(latent_dim=64, width=32, batch_size=64, lr_energy=2e-4, lr_generator=2e-4, gradient_penalty=0.0,
-                  refine_steps=500, refine_penalty=0.0),
+                  refine_steps=1500, refine_penalty=0.0),
 }
 
 #: fields that define the training run; a resumed run must agree on them (``iters`` may grow)
@@ -64,7 +63,7 @@ class GEBMConfig:
     """Settings of a GEBM run. Fields left None take the defaults for the data's kind
     (toy: latent 2, MLPs of width 128, batch 256, Adam lr 1e-3, gradient penalty 1, then 2000
     refinement steps at penalty 0.1; images: latent 64, DCGAN networks of width 32, batch 64,
-    lr 2e-4, spectral norm instead of a penalty, 500 refinement steps)."""
+    lr 2e-4, spectral norm instead of a penalty, 1500 refinement steps)."""
 
     data: str = "gaussians25"
     iters: int = 3000  #: generator updates
@@ -311,15 +310,6 @@ def train(config: GEBMConfig, out: str | Path | None = None, resume: bool = Fals
         trainer.resume()
     trainer.run(progress)
     return trainer
-
-
-def write_json(obj: Any, path: str | Path) -> None:
-    """JSON written atomically (temporary file + rename), like the checkpoints."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)
 
 
 def _read_checkpoint(path: str | Path) -> dict[str, Any]:
