@@ -1,4 +1,5 @@
-"""pysampler.metrics: MMD² against a direct computation, the permutation test's behaviour, KALE's known answers, the Fréchet distance."""
+"""pysampler.metrics: MMD² against a direct computation, the permutation test's behaviour, KALE's
+known answers, the Fréchet distance."""
 
 from __future__ import annotations
 

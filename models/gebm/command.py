@@ -121,17 +121,23 @@ def run_train(args: argparse.Namespace) -> int:
     if args.eval_samples < 4:
         raise ValueError(f"--eval-samples must be >= 4; got {args.eval_samples}")
     trainer = Trainer(_config(args), args.out)
-    if args.resume:
-        trainer.resume()
-    already = trainer.iteration
-    trainer.run(progress=not args.no_progress)
+    try:
+        if args.resume:
+            trainer.resume()
+        already = trainer.iteration + trainer.refined
+        trainer.run(progress=not args.no_progress)
+    finally:
+        if trainer.world > 1:  # the rest (evaluation, pictures) is rank 0's alone
+            torch.distributed.destroy_process_group()
     if trainer.rank != 0:
         return 0
-    print(f"GEBM on {trainer.dataset.name}: {trainer.iteration} iterations ({trainer.iteration - already} this run) in "
-          f"{trainer.train_seconds:.1f} s; checkpoint {Path(args.out) / CHECKPOINT_NAME}")
+    done = trainer.iteration + trainer.refined
+    print(f"GEBM on {trainer.dataset.name}: {trainer.iteration} iterations and {trainer.refined} energy refinement steps "
+          f"({done - already} steps this run) in {trainer.train_seconds:.1f} s; checkpoint {Path(args.out) / CHECKPOINT_NAME}")
     report = evaluate(trainer.model, trainer.dataset, settings, args.eval_samples, trainer.config.seed, args.out,
                       progress=not args.no_progress)
     report = {"data": trainer.dataset.name, "source": trainer.dataset.source, "iterations": trainer.iteration,
+              "refinement_steps": trainer.refined,
               "train_seconds_this_run": trainer.train_seconds, "processes": trainer.world,
               "config": {k: v for k, v in dataclasses.asdict(trainer.config).items() if k != "extra"}, **report}
     save_json(report, Path(args.out) / "metrics.json")
