@@ -331,3 +331,20 @@ def test_ddp_two_cpu_processes_hold_identical_parameters(tmp_path):
     saved = checkpoint.load(tmp_path / "checkpoint.pt")
     assert saved["iteration"] == 4 and len(saved["rng"]) == 2
     assert torch.equal(saved["rng"][1], torch.load(tmp_path / "rng1.pt"))
+
+
+def test_torchrun_command(tmp_path):
+    # the README's multi-process command, as torchrun runs it: 2 gloo processes, rank 0 reports
+    import subprocess
+    import sys
+
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
+           "-m", "pysampler", "train", "gebm", "--data", "gaussians25", "--out", str(out), "--width", "16", *FAST]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("GEBM on gaussians25") == 1  # rank 0 alone reports
+    report = json.loads((out / "metrics.json").read_text())
+    assert report["processes"] == 2 and report["iterations"] == 6
+    assert len(checkpoint.load(out / "checkpoint.pt")["rng"]) == 2
