@@ -56,6 +56,14 @@ def _as_rows(name: str, x: torch.Tensor) -> torch.Tensor:
     return x.detach().reshape(x.shape[0], -1).to(torch.float64)
 
 
+def _paired_rows(x: torch.Tensor, y: torch.Tensor, names: tuple[str, str] = ("x", "y")) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two samples as float64 rows (n, d) and (m, d), checked to have the same number of features d."""
+    xr, yr = _as_rows(names[0], x), _as_rows(names[1], y)
+    if xr.shape[1] != yr.shape[1]:
+        raise ValueError(f"{names[0]} and {names[1]} must have the same number of features; got {xr.shape[1]} and {yr.shape[1]}")
+    return xr, yr
+
+
 def median_bandwidth(x: torch.Tensor, y: torch.Tensor) -> float:
     """The median heuristic: the median pairwise Euclidean distance in the pooled samples (Gretton et al. 2012)."""
     z = torch.cat([_as_rows("x", x), _as_rows("y", y)])
@@ -67,9 +75,7 @@ def median_bandwidth(x: torch.Tensor, y: torch.Tensor) -> float:
 def _pooled_gram(x: torch.Tensor, y: torch.Tensor, bandwidth: float | None) -> tuple[torch.Tensor, int, float]:
     """(Gaussian-kernel Gram matrix of the pooled samples (n + m, n + m), n, σ), σ the median
     heuristic unless given; x and y checked and flattened to rows."""
-    xr, yr = _as_rows("x", x), _as_rows("y", y)
-    if xr.shape[1] != yr.shape[1]:
-        raise ValueError(f"x and y must have the same number of features; got {xr.shape[1]} and {yr.shape[1]}")
+    xr, yr = _paired_rows(x, y)
     sigma = median_bandwidth(xr, yr) if bandwidth is None else float(bandwidth)
     if not (math.isfinite(sigma) and sigma > 0):
         raise ValueError(f"bandwidth must be finite and > 0; got {bandwidth}")
@@ -161,9 +167,7 @@ def kale_divergence(
     approaching KL(P ‖ Q) as the penalty shrinks and the samples grow. ``generator`` draws the
     split and the features: the same generator state gives the same value.
     """
-    pr, qr = _as_rows("p", p), _as_rows("q", q)
-    if pr.shape[1] != qr.shape[1]:
-        raise ValueError(f"p and q must have the same number of features; got {pr.shape[1]} and {qr.shape[1]}")
+    pr, qr = _paired_rows(p, q, ("p", "q"))
     if pr.shape[0] < 4 or qr.shape[0] < 4:
         raise ValueError("p and q need at least 4 samples each (half to fit the critic, half to evaluate it)")
     if not penalty > 0:
@@ -202,9 +206,7 @@ def frechet_distance(x: torch.Tensor, y: torch.Tensor) -> float:
     |μx − μy|² + tr(Σx + Σy − 2 (Σx^½ Σy Σx^½)^½) (Dowson & Landau 1982; the FID of Heusel et al.
     2017 when the features are Inception's). Computed in float64 through symmetric
     eigendecompositions, so it is exact up to round-off even for singular covariances."""
-    xr, yr = _as_rows("x", x), _as_rows("y", y)
-    if xr.shape[1] != yr.shape[1]:
-        raise ValueError(f"x and y must have the same number of features; got {xr.shape[1]} and {yr.shape[1]}")
+    xr, yr = _paired_rows(x, y)
 
     def sqrt_psd(a: torch.Tensor) -> torch.Tensor:
         w, v = torch.linalg.eigh((a + a.T) / 2)

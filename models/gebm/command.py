@@ -139,7 +139,7 @@ def run_train(args: argparse.Namespace) -> int:
     report = {"data": trainer.dataset.name, "source": trainer.dataset.source, "iterations": trainer.iteration,
               "refinement_steps": trainer.refined,
               "train_seconds_this_run": trainer.train_seconds, "processes": trainer.world,
-              "config": {k: v for k, v in dataclasses.asdict(trainer.config).items() if k != "extra"}, **report}
+              "config": dataclasses.asdict(trainer.config), **report}
     save_json(report, Path(args.out) / "metrics.json")
     print(format_report(report))
     pictures = ", ".join(sorted(p.name for p in Path(args.out).glob("*.png")))

@@ -23,8 +23,8 @@ from pysampler.models import data as datasets
 from pysampler.models.gebm.model import GEBM
 
 __all__ = [
-    "SAMPLERS", "SamplerSettings", "make_sampler", "sample_base", "sample_gebm", "sample_metrics", "evaluate", "plot_samples",
-    "plot_energy",
+    "SAMPLERS", "SamplerSettings", "make_sampler", "sample_base", "sample_gebm", "Reference", "sample_metrics", "evaluate",
+    "plot_samples", "plot_energy",
 ]
 
 #: sampler names of the command line -> class
@@ -102,27 +102,45 @@ def sample_gebm(model: GEBM, n: int, settings: SamplerSettings, seed: int = 0, p
     return target.decode(res.x), res
 
 
-def sample_metrics(x: torch.Tensor, dataset: datasets.Dataset, classifier=None, seed: int = 0) -> dict[str, float]:
+@dataclass
+class Reference:
+    """The held-out data as the metrics see it, prepared once for several samples: ``points``
+    (n, d) (the classifier's features for images), ``bandwidth`` (their median distance)."""
+
+    points: torch.Tensor
+    bandwidth: float
+    classifier: Any = None
+
+    @classmethod
+    def of(cls, dataset: datasets.Dataset, classifier=None) -> Reference:
+        held = dataset.held_out
+        if dataset.kind == "image":
+            if classifier is None:
+                raise ValueError("image metrics need the feature classifier (see pysampler.models.classifier)")
+            held = classifier.features(held)
+        half = held.shape[0] // 2
+        return cls(held, metrics.median_bandwidth(held[:half], held[half:]), classifier)
+
+
+def sample_metrics(x: torch.Tensor, dataset: datasets.Dataset, classifier=None, seed: int = 0,
+                   reference: Reference | None = None) -> dict[str, float]:
     """Metrics of samples x (n, *data) against the held-out data: mmd2 and mmd_pvalue (Gaussian kernel,
-    bandwidth the held-out data's median distance, 200 permutations), kale (a fresh critic's KALE
-    estimate); for gaussians25 modes_covered (of 25) and high_quality_frac (within 3σ of a mode);
-    for images all of these in the classifier's feature space, plus fd_classifier."""
-    held = dataset.held_out
+    bandwidth the held-out data's median distance, 200 permutations), kale (KALE over an RKHS ball,
+    ``metrics.kale_divergence``); for gaussians25 modes_covered (of 25) and high_quality_frac (within
+    3σ of a mode); for images all of these in the classifier's feature space, plus fd_classifier.
+    ``reference``: :meth:`Reference.of` (dataset, classifier), when several samples share it."""
+    ref = reference if reference is not None else Reference.of(dataset, classifier)
     x = x.detach().cpu().float()
     if dataset.kind == "image":
-        if classifier is None:
-            raise ValueError("image metrics need the feature classifier (see pysampler.models.classifier)")
-        x, held = classifier.features(x), classifier.features(held)
-    half = held.shape[0] // 2
-    bandwidth = metrics.median_bandwidth(held[:half], held[half:])
-    test = metrics.mmd_test(x, held, bandwidth=bandwidth, generator=torch.Generator().manual_seed(seed))
+        x = ref.classifier.features(x)
+    test = metrics.mmd_test(x, ref.points, bandwidth=ref.bandwidth, generator=torch.Generator().manual_seed(seed))
     out = {"mmd2": test.mmd2, "mmd_pvalue": test.p_value,
-           "kale": metrics.kale_divergence(held, x, generator=torch.Generator().manual_seed(seed))}
+           "kale": metrics.kale_divergence(ref.points, x, generator=torch.Generator().manual_seed(seed))}
     if dataset.name == "gaussians25":
         cov = metrics.mode_coverage(x, datasets.gaussians25_modes(), datasets.GAUSSIANS25_STD, radius=3.0)
         out.update(modes_covered=cov.n_covered, high_quality_frac=cov.fraction_near)
     if dataset.kind == "image":
-        out["fd_classifier"] = metrics.frechet_distance(x, held)
+        out["fd_classifier"] = metrics.frechet_distance(x, ref.points)
     return out
 
 
@@ -144,8 +162,9 @@ def evaluate(model: GEBM, dataset: datasets.Dataset, settings: SamplerSettings, 
     sample_start = time.perf_counter()
     gebm, res = sample_gebm(model, n, settings, seed, progress)
     sample_seconds = time.perf_counter() - sample_start
-    report["base"] = sample_metrics(base, dataset, classifier, seed)
-    report["gebm"] = sample_metrics(gebm, dataset, classifier, seed)
+    reference = Reference.of(dataset, classifier)
+    report["base"] = sample_metrics(base, dataset, seed=seed, reference=reference)
+    report["gebm"] = sample_metrics(gebm, dataset, seed=seed, reference=reference)
     report["sampler"] = {**settings.as_dict(), "backend_used": res.backend, "acceptance": float(res.accept_rate.mean()),
                          "seconds": sample_seconds}
     report["n_samples"] = n

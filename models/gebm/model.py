@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+import pysampler as ps
 from pysampler.models.nets import IMAGE_SIZES, ConvEnergy, DCGANGenerator, MLPEnergy, mlp
 
 __all__ = ["GEBM", "Critic", "build_networks", "energy_loss", "generator_loss", "gradient_penalty", "interpolate"]
@@ -52,10 +53,8 @@ class GEBM(nn.Module):
     def log_partition(self) -> nn.Parameter:
         return self.critic.log_partition
 
-    def latent_target(self, temperature: float = 1.0):
+    def latent_target(self, temperature: float = 1.0) -> ps.LatentTarget:
         """``ps.LatentTarget(generator, energy, temperature)``: the posterior π(z) ∝ N(z; 0, I) exp(−T·E(B(z)))."""
-        import pysampler as ps
-
         return ps.LatentTarget(self.generator, self.energy, temperature)
 
 

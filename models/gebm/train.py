@@ -26,7 +26,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -82,7 +82,6 @@ class GEBMConfig:
     seed: int = 0
     device: str = "cpu"
     checkpoint_every: int = 500  #: iterations between checkpoints (and one at the end)
-    extra: dict[str, Any] = field(default_factory=dict)  #: free-form notes kept in the checkpoint
 
     def resolved(self, kind: str) -> GEBMConfig:
         """A copy with the None fields set to the defaults for ``kind`` ("toy" or "image"), checked."""
@@ -278,25 +277,27 @@ class Trainer:
         total = cfg.iters + cfg.refine_steps
         bar = tqdm(total=total, initial=self.iteration + self.refined, disable=not progress or self.rank != 0, desc="GEBM",
                    unit="it")
-        while self.iteration + self.refined < total:
-            if self.iteration < cfg.iters:
-                bound = self.iterate()
-                done, phase = self.iteration, "train"
-            else:
-                self.model.generator.eval()  # refine against the base as it is sampled (batch norm's running statistics)
-                # the learning rate decays linearly to 0 over the refinement, so the energy settles
-                # instead of ending on one noisy step (a function of the step count: resumes exactly)
-                for group in self.opt_energy.param_groups:
-                    group["lr"] = cfg.lr_energy * (1.0 - self.refined / cfg.refine_steps)
-                bound = self.energy_step(cfg.refine_penalty)
-                self.refined += 1
-                done, phase = self.refined, "refine"
+
+        def after_step(done: int, phase: str, bound: float) -> None:
             self.history.append((self.iteration + self.refined, bound))
             bar.update(1)
             if done % 10 == 0:
                 bar.set_postfix(phase=phase, kale=f"{bound:.3f}", c=f"{self.model.log_partition.item():.2f}", refresh=False)
             if done % cfg.checkpoint_every == 0 and self.iteration + self.refined < total:
                 self.save()
+
+        while self.iteration < cfg.iters:
+            bound = self.iterate()
+            after_step(self.iteration, "train", bound)
+        self.model.generator.eval()  # refine against the base as it is sampled (batch norm's running statistics)
+        while self.refined < cfg.refine_steps:
+            # the learning rate decays linearly to 0 over the refinement, so the energy settles
+            # instead of ending on one noisy step (a function of the step count: resumes exactly)
+            for group in self.opt_energy.param_groups:
+                group["lr"] = cfg.lr_energy * (1.0 - self.refined / cfg.refine_steps)
+            bound = self.energy_step(cfg.refine_penalty)
+            self.refined += 1
+            after_step(self.refined, "refine", bound)
         bar.close()
         self.train_seconds = time.perf_counter() - start
         self.save()
@@ -324,17 +325,21 @@ def _read_checkpoint(path: str | Path) -> dict[str, Any]:
     return state
 
 
-def load_config(path: str | Path) -> GEBMConfig:
-    """The (resolved) configuration a checkpoint (file, or the folder holding checkpoint.pt) was trained with."""
-    saved = dict(_read_checkpoint(path)["config"])
+def _saved_config(state: dict[str, Any]) -> GEBMConfig:
+    saved = dict(state["config"])
     saved["betas"] = tuple(saved["betas"])
     return GEBMConfig(**saved)
+
+
+def load_config(path: str | Path) -> GEBMConfig:
+    """The (resolved) configuration a checkpoint (file, or the folder holding checkpoint.pt) was trained with."""
+    return _saved_config(_read_checkpoint(path))
 
 
 def load_model(path: str | Path, device: str = "cpu") -> tuple[GEBM, GEBMConfig, int]:
     """(model in eval mode, its configuration, iterations trained) from a checkpoint file or folder."""
     state = _read_checkpoint(path)
-    config = load_config(path)
+    config = _saved_config(state)
     model = build_networks(tuple(state["data_shape"]), config.latent_dim, config.width)
     model.load_state_dict(state["model"])
     return model.to(device).eval(), config, int(state["iteration"])
