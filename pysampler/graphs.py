@@ -105,6 +105,10 @@ class GraphedBlock:
         self.graph: torch.cuda.CUDAGraph | None = None
         if capture:
             self._capture()
+        # The block is cached under the user's target (weakly): it must not hold the target itself,
+        # or the entry would keep its own key alive. A replay needs no Python; an uncaptured run
+        # gets the target for its duration (:meth:`run`).
+        self.static = dataclasses.replace(self.static, target=None)
 
     def _body(self) -> None:
         """K steps from the static state, written back into it; counts acceptances, keeps the trace."""
@@ -152,12 +156,16 @@ class GraphedBlock:
             if static is not None:
                 static.copy_(getattr(state, name))
 
-    def run(self) -> None:
-        """Advance the static state by K steps (replay the graph, or run the body)."""
+    def run(self, target: Any) -> None:
+        """Advance the static state by K steps: replay the graph, or run the body on ``target``."""
         if self.graph is not None:
             self.graph.replay()
-        else:
+            return
+        self.static = dataclasses.replace(self.static, target=target)
+        try:
             self._body()
+        finally:
+            self.static = dataclasses.replace(self.static, target=None)
 
     def state(self, like: State) -> State:
         """The current static state as a fresh State with ``like``'s target, backend and flags."""
@@ -191,8 +199,8 @@ def block_for(
 ) -> GraphedBlock | str:
     """The cached block for these chains, captured on first use; or the reason capture failed.
 
-    ``owner`` is the target object the user passed (the cache entry lives as long as it does;
-    objects that cannot be weakly referenced get a fresh block every call). A failed capture is
+    ``owner`` is the target object the user passed (the cache entry lives as long as it does and
+    does not keep it alive; objects that cannot be weakly referenced get a fresh block every call). A failed capture is
     remembered, so it is tried (and reported) once.
     """
     key = (

@@ -274,7 +274,7 @@ def _run_block(block: graphs.GraphedBlock, state: State, sampler: Sampler) -> St
     strict = getattr(sampler, "on_nonfinite", None) == "raise"
     start = state
     block.load(state)
-    block.run()
+    block.run(state.target)
     state = block.state(like=state)
     if strict and bool(state.frozen.any()):
         for _ in range(block.steps):  # raises at the step the plain loop would have

@@ -128,7 +128,7 @@ def test_block_body_makes_no_host_sync(backend, name):
     sampler = SAMPLERS[name]()
     state = sampler.init(quartic, torch.randn(8, 3), 0, backend=backend)
     block = graphs.GraphedBlock(sampler, _on_meta(state), steps=4, thin=2, record=True, capture=False)
-    block.run()
+    block.run(state.target)
     assert block.static.x.device.type == "meta" and block.trace.shape == (2, 8, 3)
     if name in ("ula", "kinetic"):  # the plain step's non-finite check does sync: the test can tell
         with pytest.raises(RuntimeError, match="meta"):
@@ -153,6 +153,22 @@ def test_block_cache_reuses_blocks_per_target_and_settings():
         plain = ps.sample(energy, x0, sampler, 50, seed=seed, cuda_graph=False, backend="torch")
         blocks = ps.sample(energy, x0, sampler, 50, seed=seed, cuda_graph="eager", backend="torch")
         assert_same_run(plain, blocks)
+    graphs.clear_cache()
+
+
+def test_cache_does_not_keep_the_model_alive():
+    # the cache is keyed weakly on the user's target; a cached block must not hold it strongly
+    import gc
+    import weakref
+
+    model = torch.nn.Sequential(torch.nn.Linear(2, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
+    energy = ps.EnergyTarget(lambda x: model(x).squeeze(-1))
+    ps.sample(energy, torch.randn(8, 2), ps.MALA(0.1), 50, cuda_graph="eager", backend="torch")
+    assert len(graphs._CACHE) >= 1
+    alive = weakref.ref(energy), weakref.ref(model)
+    del energy, model
+    gc.collect()
+    assert alive[0]() is None and alive[1]() is None
     graphs.clear_cache()
 
 
