@@ -125,10 +125,12 @@ class ReplayBuffer:
             slots = torch.as_tensor(slots, device=self.device)
             if slots.shape != (n,) or slots.dtype != torch.int64:
                 raise ValueError(f"slots must be an int64 tensor of shape ({n},) from sample(); got {tuple(slots.shape)}")
-            if n and (int(slots.min()) < 0 or int(slots.max()) >= self.capacity):
-                raise ValueError(f"slots must lie in [0, {self.capacity}); got {int(slots.min())}..{int(slots.max())}")
+            if n:
+                lo, hi = (int(v) for v in torch.aminmax(slots))  # one host read
+                if lo < 0 or hi >= self.capacity:
+                    raise ValueError(f"slots must lie in [0, {self.capacity}); got {lo}..{hi}")
+                self.size = max(self.size, hi + 1)
             self.storage[slots] = x
-            self.size = max(self.size, int(slots.max()) + 1) if n else self.size
             return
         for start in range(0, n, self.capacity):  # ring append
             part = x[start : start + self.capacity]

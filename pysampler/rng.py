@@ -57,13 +57,20 @@ def philox4x32(
 
     The key words are ints or int64 0-d tensors (uint32 values).
     """
-    for _ in range(_N_ROUNDS):
+    for k0_r, k1_r in zip(_key_schedule(k0, _KEY_A), _key_schedule(k1, _KEY_B), strict=True):
         hi_b, lo_b = _mul_hi_lo(c2, _ROUND_B)
         hi_a, lo_a = _mul_hi_lo(c0, _ROUND_A)
-        c0, c1, c2, c3 = hi_b ^ c1 ^ k0, lo_b, hi_a ^ c3 ^ k1, lo_a
-        k0 = (k0 + _KEY_A) & MASK32
-        k1 = (k1 + _KEY_B) & MASK32
+        c0, c1, c2, c3 = hi_b ^ c1 ^ k0_r, lo_b, hi_a ^ c3 ^ k1_r, lo_a
     return c0, c1, c2, c3
+
+
+def _key_schedule(k: int | torch.Tensor, bump: int) -> list:
+    """The key word of each round, (k + r·bump) mod 2**32 for r = 0 .. 9 (the same as bumping it
+    once per round). For a device tensor key this is one op, not two per round."""
+    if isinstance(k, torch.Tensor):
+        rounds = torch.arange(_N_ROUNDS, dtype=torch.int64, device=k.device)
+        return list(((k + bump * rounds) & MASK32).unbind(0))
+    return [(k + bump * r) & MASK32 for r in range(_N_ROUNDS)]
 
 
 def _check_seed_offset(seed: int, offset: int) -> None:

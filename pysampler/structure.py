@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["StateLayout", "is_structure", "leaves"]
+__all__ = ["StateLayout", "is_structure", "leaves", "restructure"]
 
 Structure = tuple | list | dict
 
@@ -32,6 +32,21 @@ def is_structure(x: Any) -> bool:
 def leaves(x: Structure) -> list[Any]:
     """The values of a tuple, list or dict, in order."""
     return list(x.values()) if isinstance(x, dict) else list(x)
+
+
+def _assemble(kind: str, keys: tuple, values: list) -> Structure:
+    if kind == "dict":
+        return dict(zip(keys, values, strict=True))
+    return tuple(values) if kind == "tuple" else list(values)
+
+
+def _kind(x: Structure) -> str:
+    return "dict" if isinstance(x, dict) else ("tuple" if isinstance(x, tuple) else "list")
+
+
+def restructure(like: Structure, values: list) -> Structure:
+    """``values`` (one per group) in the structure (tuple / list / dict, same keys) of ``like``."""
+    return _assemble(_kind(like), tuple(like.keys()) if isinstance(like, dict) else (), values)
 
 
 @dataclass(frozen=True)
@@ -73,7 +88,7 @@ class StateLayout:
                 )
             if t.ndim < 1 or t.shape[0] < 1:
                 raise ValueError(f"{where} must have shape (N, *shape) with N >= 1 chains; got {tuple(t.shape)}")
-            if not isinstance(first, torch.Tensor) or t.shape[0] != first.shape[0]:
+            if t.shape[0] != first.shape[0]:
                 raise ValueError(
                     f"every group of {name} must have the same number of chains N (dimension 0); "
                     f"{where} has {t.shape[0]}, the first group {first.shape[0]}"
@@ -83,8 +98,7 @@ class StateLayout:
                     f"every group of {name} must share one dtype and device; {where} is {t.dtype} on {t.device}, "
                     f"the first group {first.dtype} on {first.device}"
                 )
-        kind = "dict" if isinstance(x0, dict) else ("tuple" if isinstance(x0, tuple) else "list")
-        return cls(kind=kind, keys=keys, shapes=tuple(tuple(t.shape[1:]) for t in groups))
+        return cls(kind=_kind(x0), keys=keys, shapes=tuple(tuple(t.shape[1:]) for t in groups))
 
     def flatten(self, x: Structure) -> torch.Tensor:
         """(N, D): the groups of ``x`` (this layout's structure, any leading dims) side by side."""
@@ -100,6 +114,4 @@ class StateLayout:
             raise ValueError(f"expected a last dimension of {self.dim}; got shape {tuple(flat.shape)}")
         lead = flat.shape[:-1]
         parts = [p.reshape(*lead, *s) for p, s in zip(flat.split(self.sizes, dim=-1), self.shapes, strict=True)]
-        if self.kind == "dict":
-            return dict(zip(self.keys, parts, strict=True))
-        return tuple(parts) if self.kind == "tuple" else parts
+        return _assemble(self.kind, self.keys, parts)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .structure import StateLayout, is_structure, leaves
+from .structure import StateLayout, is_structure, leaves, restructure
 
 __all__ = [
     "Target", "EnergyTarget", "LatentTarget", "ReparamTarget", "FlatTarget", "GaussianMixture", "Gaussian", "MLPEnergy",
@@ -48,20 +48,15 @@ def _n_chains(x) -> int:
     return (leaves(x)[0] if is_structure(x) else x).shape[0]
 
 
-def _per_chain(value: object, n: int, what: str, where: str = "") -> torch.Tensor:
-    """``value`` if it is an (n,) tensor, else a ValueError naming ``what`` returned it."""
+def _per_chain(value: object, n: int, what: str, where: Callable[[], str] | str = "") -> torch.Tensor:
+    """``value`` if it is an (n,) tensor, else a ValueError naming ``what`` returned it. ``where``
+    (text, or a function giving it: built only for the error, as this runs every evaluation)."""
     if not isinstance(value, torch.Tensor) or value.shape != (n,):
         got = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
         hint = " (squeeze the last dimension)" if isinstance(value, torch.Tensor) and value.shape == (n, 1) else ""
-        raise ValueError(f"{what} must return a tensor of shape (N,) = ({n},){where}; got {got}{hint}")
+        place = where() if callable(where) else where
+        raise ValueError(f"{what} must return a tensor of shape (N,) = ({n},){place}; got {got}{hint}")
     return value
-
-
-def _restructure(like, values: list):
-    """``values`` in the structure (tuple / list / dict) of ``like``."""
-    if isinstance(like, dict):
-        return dict(zip(like.keys(), values, strict=True))
-    return tuple(values) if isinstance(like, tuple) else list(values)
 
 
 def _value_and_grad(fn: Callable, x, create_graph: bool):
@@ -75,12 +70,12 @@ def _value_and_grad(fn: Callable, x, create_graph: bool):
     groups = leaves(x) if structured else [x]
     with torch.enable_grad():
         live = [g if (create_graph and g.requires_grad) else g.detach().requires_grad_(True) for g in groups]
-        value = fn(_restructure(x, live) if structured else live[0])
+        value = fn(restructure(x, live) if structured else live[0])
         grads = torch.autograd.grad(value.sum(), live, create_graph=create_graph, allow_unused=structured)
     grads = [torch.zeros_like(v) if g is None else g for v, g in zip(live, grads, strict=True)]
     if not create_graph:
         value, grads = value.detach(), [g.detach() for g in grads]
-    return value, (_restructure(x, grads) if structured else grads[0])
+    return value, (restructure(x, grads) if structured else grads[0])
 
 
 class Target:
@@ -120,8 +115,11 @@ class Target:
                 )
 
     def _checked(self, u: torch.Tensor, x) -> torch.Tensor:
-        shape = [tuple(g.shape) for g in leaves(x)] if is_structure(x) else tuple(x.shape)
-        return _per_chain(u, _n_chains(x), "energy", f" for x of shape {shape}")
+        def where() -> str:
+            shape = [tuple(g.shape) for g in leaves(x)] if is_structure(x) else tuple(x.shape)
+            return f" for x of shape {shape}"
+
+        return _per_chain(u, _n_chains(x), "energy", where)
 
     def energy(self, x: torch.Tensor) -> torch.Tensor:
         """U(x): (N,), without gradient tracking."""
@@ -196,7 +194,7 @@ class _TiltedNormal(Target):
         if not is_structure(x):
             return u, g + (x if create_graph else x.detach())
         groups = [v if create_graph else v.detach() for v in leaves(x)]
-        return u, _restructure(x, [v + d for v, d in zip(groups, leaves(g), strict=True)])
+        return u, restructure(x, [v + d for v, d in zip(groups, leaves(g), strict=True)])
 
 
 class LatentTarget(_TiltedNormal):

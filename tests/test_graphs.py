@@ -161,8 +161,16 @@ def test_cache_does_not_keep_the_model_alive():
     import gc
     import weakref
 
-    model = torch.nn.Sequential(torch.nn.Linear(2, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
-    energy = ps.EnergyTarget(lambda x: model(x).squeeze(-1))
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = torch.nn.Sequential(torch.nn.Linear(2, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
+
+        def forward(self, x):
+            return self.body(x).squeeze(-1)
+
+    model = Net()
+    energy = ps.EnergyTarget(model)
     ps.sample(energy, torch.randn(8, 2), ps.MALA(0.1), 50, cuda_graph="eager", backend="torch")
     assert len(graphs._CACHE) >= 1
     alive = weakref.ref(energy), weakref.ref(model)
