@@ -38,15 +38,25 @@ so row ``i`` of the batch uses ``offset + i * prod(event) ..``. Callers advance 
 from __future__ import annotations
 
 import math
+import warnings
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
+from . import graphs
+from . import rng as ps_rng
 from .backends import resolve
 from .ops import compute_dtype as _compute_dtype
 from .ops import posterior_sample_reference, q_sample_reference
+from .samplers.base import advance
 
 __all__ = [
     "VPSchedule",
+    "ReverseResult",
+    "reverse_sample",
+    "counters_per_batch",
     "posterior_sample",
     "posterior_sample_reference",
     "q_sample_reference",
@@ -64,7 +74,9 @@ class VPSchedule:
     alphas : alpha_t = 1 - beta_t.
     alphas_cumprod : abar_t = 1 - sigma^2(t / T) (closed form of prod_{s<=t} alpha_s).
     alphas_cumprod_prev : abar_{t-1}, with abar_0 = 1.
+    sqrt_alphas, sqrt_betas : coefficients of one forward step q(x_t | x_{t-1}) (eq. 2.44).
     sqrt_alphas_cumprod, sqrt_one_minus_alphas_cumprod : coefficients of q(x_t | x_0).
+    sqrt_alphas_cumprod_prev, sqrt_one_minus_alphas_cumprod_prev : those of q(x_{t-1} | x_0) (1 and 0 at t = 1).
     posterior_mean_coef_x0, posterior_mean_coef_xt, posterior_variance, posterior_std :
         coefficients of q(x_{t-1} | x_t, x_0) (eq. 2.51); the variance is exactly 0 at t = 1.
     """
@@ -114,8 +126,12 @@ class VPSchedule:
             "alphas": alphas,
             "alphas_cumprod": ab,
             "alphas_cumprod_prev": ab_prev,
+            "sqrt_alphas": torch.sqrt(alphas),
+            "sqrt_betas": torch.sqrt(betas),
             "sqrt_alphas_cumprod": torch.sqrt(ab),
             "sqrt_one_minus_alphas_cumprod": torch.sqrt(one_minus_ab),
+            "sqrt_alphas_cumprod_prev": torch.sqrt(ab_prev),
+            "sqrt_one_minus_alphas_cumprod_prev": torch.sqrt(one_minus_ab_prev),
             "posterior_mean_coef_x0": torch.sqrt(ab_prev) * betas / one_minus_ab,
             "posterior_mean_coef_xt": torch.sqrt(alphas) * one_minus_ab_prev / one_minus_ab,
             "posterior_variance": var,
@@ -153,6 +169,7 @@ class VPSchedule:
         *,
         seed: int = 0,
         offset: int = 0,
+        rng: torch.Tensor | None = None,
         backend: str = "auto",
     ) -> torch.Tensor:
         """Draw ``x_t ~ q(x_t | x_0) = N(sqrt(abar_t) x_0, (1 - abar_t) I)`` (eq. 2.46).
@@ -164,6 +181,8 @@ class VPSchedule:
             for every sample.
         noise : optional (N, *event) standard-normal noise; by default
             ``rng.normal(seed, offset, x0.shape)`` (``x0.numel()`` counters from ``offset``).
+        rng : instead of ``seed`` and ``offset``, a (2,) int64 tensor (seed, offset) on x0's device,
+            read there without a host sync (what a CUDA graph replays); not advanced.
         backend : where the fused noising runs when ``noise`` is None ("auto": the fastest for
             x0's device; see ``pysampler.available_backends``).
 
@@ -174,10 +193,10 @@ class VPSchedule:
         _check_x(x0, "x0")
         t_idx = _check_t(t, x0, self._n_steps)
         if noise is None:
-            return resolve(backend, x0.device, dtype=x0.dtype).q_sample(
-                x0, t_idx, _table(self.sqrt_alphas_cumprod, x0), _table(self.sqrt_one_minus_alphas_cumprod, x0),
-                _rng_tensor(seed, offset, x0),
-            )
+            return _affine_noise(x0, t_idx, self.sqrt_alphas_cumprod, self.sqrt_one_minus_alphas_cumprod,
+                                 _stream(seed, offset, rng, x0), backend)
+        if rng is not None:
+            raise ValueError("give either noise or rng, not both")
         if not isinstance(noise, torch.Tensor):
             raise TypeError(f"noise must be a torch.Tensor shaped like x0; got {type(noise).__name__}")
         if noise.shape != x0.shape:
@@ -189,6 +208,63 @@ class VPSchedule:
         sqrt_ab = _gather(self.sqrt_alphas_cumprod, t_idx, x0)
         sqrt_1mab = _gather(self.sqrt_one_minus_alphas_cumprod, t_idx, x0)
         return q_sample_reference(x0, sqrt_ab, sqrt_1mab, noise)
+
+    def q_sample_pair(
+        self,
+        x0: torch.Tensor,
+        t: torch.Tensor | int,
+        *,
+        seed: int = 0,
+        offset: int = 0,
+        rng: torch.Tensor | None = None,
+        backend: str = "auto",
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Draw the pair ``(x_{t-1}, x_t)`` of the forward process from data ``x0``: the real pair a
+        denoising diffusion GAN's discriminator sees (Algorithm 1, step 2; eq. 6.4).
+
+        ``x_{t-1} ~ q(x_{t-1} | x_0)`` (eq. 2.46; exactly ``x0`` where ``t = 1``) from the counters
+        ``offset .. offset + n - 1``, then ``x_t ~ q(x_t | x_{t-1}) = N(sqrt(alpha_t) x_{t-1}, beta_t I)``
+        (eq. 2.44) from ``offset + n .. offset + 2n - 1``, with ``n = x0.numel()``: the pair consumes
+        ``2 * x0.numel()`` counters. Arguments as :meth:`q_sample`; returns two (N, *event) tensors.
+        """
+        _check_x(x0, "x0")
+        t_idx = _check_t(t, x0, self._n_steps)
+        stream = _stream(seed, offset, rng, x0)
+        x_prev = _affine_noise(x0, t_idx, self.sqrt_alphas_cumprod_prev, self.sqrt_one_minus_alphas_cumprod_prev,
+                               stream, backend)
+        x_t = _affine_noise(x_prev, t_idx, self.sqrt_alphas, self.sqrt_betas, advance(stream, x0.numel()), backend)
+        return x_prev, x_t
+
+
+def _affine_noise(x: torch.Tensor, t_idx: torch.Tensor, scale: torch.Tensor, noise_scale: torch.Tensor,
+                  stream: torch.Tensor, backend: str) -> torch.Tensor:
+    """``scale[t] * x + noise_scale[t] * ξ`` per sample in one fused pass: the q_sample kernel, whose
+    tables are those of q(x_t | x_0), of q(x_{t-1} | x_0) or of one forward step."""
+    kernel = resolve(backend, x.device, dtype=x.dtype).q_sample
+    scale, noise_scale = _table(scale, x), _table(noise_scale, x)
+    return _LinearInNoise.apply(lambda a: kernel(a, t_idx, scale, noise_scale, stream), t_idx, (scale,), x)
+
+
+class _LinearInNoise(torch.autograd.Function):
+    """Autograd for the fused diffusion draws on every backend: ``out = sum_i c_i[t] * input_i + s[t] * ξ``
+    with noise independent of the inputs, so ``d out / d input_i = c_i[t]`` per sample. The forward is
+    the backend's fused kernel (which has no autograd of its own); this is what lets a DDGAN
+    generator train through :func:`posterior_sample` (Algorithm 1, step 6)."""
+
+    @staticmethod
+    def forward(ctx, kernel, t_idx, coefs, *inputs):
+        ctx.save_for_backward(t_idx, *coefs)
+        return kernel(*inputs)
+
+    @staticmethod
+    def backward(ctx, grad):
+        t_idx, *coefs = ctx.saved_tensors
+        per_sample = (grad.shape[0],) + (1,) * (grad.dim() - 1)
+        grads = [
+            (grad * c[t_idx].view(per_sample).to(grad.dtype)) if needed else None
+            for c, needed in zip(coefs, ctx.needs_input_grad[3:])
+        ]
+        return (None, None, None, *grads)
 
 
 def _check_x(x: torch.Tensor, name: str) -> None:
@@ -237,7 +313,18 @@ def _table(coef: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
     return coef.to(device=x0.device, dtype=_compute_dtype(x0.dtype))
 
 
-def _rng_tensor(seed: int, offset: int, x0: torch.Tensor) -> torch.Tensor:
+def _stream(seed: int, offset: int, rng: torch.Tensor | None, x0: torch.Tensor) -> torch.Tensor:
+    """The (2,) int64 (seed, offset) tensor on x0's device the kernels read: ``rng`` itself, or one
+    made from the ints ``seed`` and ``offset``."""
+    if rng is not None:
+        if not isinstance(rng, torch.Tensor) or rng.dtype != torch.int64 or rng.shape != (2,):
+            got = f"{rng.dtype} {tuple(rng.shape)}" if isinstance(rng, torch.Tensor) else type(rng).__name__
+            raise ValueError(f"rng must be an int64 tensor of shape (2,) holding (seed, offset); got {got}")
+        if rng.device != x0.device:
+            raise ValueError(f"rng must be on x0's device {x0.device}; got {rng.device}")
+        if seed != 0 or offset != 0:
+            raise ValueError("give either rng or seed / offset, not both")
+        return rng
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**64:
         raise ValueError(f"seed must be an int in [0, 2**64); got {seed!r}")
     if isinstance(offset, bool) or not isinstance(offset, int) or not 0 <= offset < 2**63:
@@ -254,6 +341,7 @@ def posterior_sample(
     seed: int = 0,
     offset: int = 0,
     *,
+    rng: torch.Tensor | None = None,
     backend: str = "auto",
 ) -> torch.Tensor:
     """Draw ``x_{t-1} ~ q(x_{t-1} | x_t, x_0)`` (eq. 2.50-2.51); DDGAN's ``sample_posterior``.
@@ -268,6 +356,8 @@ def posterior_sample(
     seed, offset : Philox key and first counter; the noise is
         ``rng.normal(seed, offset, x0.shape)`` (float32, cast to float64 for float64 inputs) and
         consumes ``x0.numel()`` counters.
+    rng : instead of ``seed`` and ``offset``, a (2,) int64 tensor (seed, offset) on x0's device,
+        read there without a host sync (what a CUDA graph replays); not advanced.
     backend : where the fused step runs ("auto": the fastest for x0's device).
 
     Returns
@@ -291,8 +381,198 @@ def posterior_sample(
     if xt.device != x0.device:
         raise ValueError(f"xt must be on x0's device {x0.device}; got {xt.device}")
     t_idx = _check_t(t, x0, sched.n_steps)
-    return resolve(backend, x0.device, dtype=x0.dtype).posterior_sample(
-        x0, xt, t_idx,
-        _table(sched.posterior_mean_coef_x0, x0), _table(sched.posterior_mean_coef_xt, x0), _table(sched.posterior_std, x0),
-        _rng_tensor(seed, offset, x0),
-    )
+    kernel = resolve(backend, x0.device, dtype=x0.dtype).posterior_sample
+    c0, ct, std = (_table(c, x0) for c in (sched.posterior_mean_coef_x0, sched.posterior_mean_coef_xt, sched.posterior_std))
+    stream = _stream(seed, offset, rng, x0)
+    return _LinearInNoise.apply(lambda a, b: kernel(a, b, t_idx, c0, ct, std, stream), t_idx, (c0, ct), x0, xt)
+
+
+# --------------------------------------------------------------------------- reverse chain
+
+Denoiser = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class ReverseResult:
+    """What :func:`reverse_sample` returns.
+
+    x: (n, *event) samples x_0; chain: (T + 1, n, *event) the states x_T, ..., x_0 (with
+    ``keep_chain``, else None); cuda_graph: whether the batches were replayed from a captured CUDA
+    graph; cuda_graph_reason: why not, in one line (None when they were).
+    """
+
+    x: torch.Tensor
+    chain: torch.Tensor | None = None
+    cuda_graph: bool = False
+    cuda_graph_reason: str | None = None
+
+
+def counters_per_batch(sched: VPSchedule, batch: int, event_shape: tuple[int, ...], latent_dim: int) -> int:
+    """Philox counters one batch of :func:`reverse_sample` consumes: ``x_T``, then per step a latent
+    draw and the posterior's noise: ``B·E·(T + 1) + B·L·T`` (E = prod(event), L = latent_dim)."""
+    event = math.prod(event_shape)
+    return batch * event * (sched.n_steps + 1) + batch * latent_dim * sched.n_steps
+
+
+def _reverse_batch(denoiser: Denoiser, sched: VPSchedule, rng: torch.Tensor, out: torch.Tensor, latent_dim: int,
+                   chain: torch.Tensor | None, backend: str) -> None:
+    """One batch of Algorithm 2 from the stream ``rng`` ((2,) int64, advanced on the device), written
+    into ``out`` (B, *event) (and ``chain`` (T + 1, B, *event)). No host sync: it is what a CUDA graph
+    captures, and what runs as is without one."""
+    b = out.shape[0]
+    x = ps_rng.normal(rng[0], rng[1], out.shape, dtype=out.dtype, device=out.device)
+    rng[1] += x.numel()
+    if chain is not None:
+        chain[0].copy_(x)
+    for j, t in enumerate(range(sched.n_steps, 0, -1)):
+        z = ps_rng.normal(rng[0], rng[1], (b, latent_dim), dtype=out.dtype, device=out.device)
+        rng[1] += z.numel()
+        steps = torch.full((b,), t, dtype=torch.int64, device=out.device)
+        x0 = denoiser(x, z, steps)
+        if x0.shape != x.shape or x0.dtype != x.dtype:
+            raise ValueError(f"the denoiser must return x_0 shaped like x_t {tuple(x.shape)} ({x.dtype}); "
+                             f"got {tuple(x0.shape)} ({x0.dtype})")
+        x = posterior_sample(sched, x0, x, t, rng=rng, backend=backend)
+        rng[1] += x.numel()
+        if chain is not None:
+            chain[j + 1].copy_(x)
+    out.copy_(x)
+
+
+class _GraphedReverse:
+    """A captured batch of :func:`_reverse_batch` with static buffers: set the stream, replay, read ``out``."""
+
+    def __init__(self, denoiser, sched, batch, event_shape, latent_dim, dtype, device, keep_chain, backend):
+        self.rng = torch.zeros(2, dtype=torch.int64, device=device)
+        self.out = torch.empty((batch, *event_shape), dtype=dtype, device=device)
+        self.chain = torch.empty((sched.n_steps + 1, batch, *event_shape), dtype=dtype, device=device) if keep_chain else None
+
+        def body() -> None:
+            _reverse_batch(denoiser, sched, self.rng, self.out, latent_dim, self.chain, backend)
+
+        # The graph holds the denoiser's kernels, not the Python object: the cache below is weak on it.
+        graphs.warm_up(device, body)
+        self.graph = graphs.capture(device, body)
+
+    def run(self, start: torch.Tensor) -> None:
+        self.rng.copy_(start)
+        self.graph.replay()
+
+
+# denoiser object -> {settings: _GraphedReverse, or the one-line reason its capture failed}
+_GRAPHS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _graphed(denoiser, sched, batch, event_shape, latent_dim, dtype, device, keep_chain, backend) -> _GraphedReverse | str:
+    key = (sched.n_steps, sched.beta_min, sched.beta_max, batch, tuple(event_shape), latent_dim, dtype, device, keep_chain,
+           backend)
+    try:
+        cache = _GRAPHS.setdefault(denoiser, {})
+    except TypeError:  # not weakly referenceable: capture each call
+        cache = {}
+    found = cache.get(key)
+    if found is None:
+        try:
+            found = _GraphedReverse(denoiser, sched, batch, event_shape, latent_dim, dtype, device, keep_chain, backend)
+        except Exception as exc:  # any capture failure falls back to the plain loop
+            found = f"capturing the reverse chain failed ({type(exc).__name__}: {graphs.first_line(exc)})"
+            warnings.warn(f"pysampler: running the reverse chain without CUDA graphs: {found}", RuntimeWarning, stacklevel=3)
+        cache[key] = found
+    return found
+
+
+@torch.no_grad()
+def reverse_sample(
+    denoiser: Denoiser,
+    sched: VPSchedule,
+    n: int,
+    event_shape: tuple[int, ...],
+    latent_dim: int,
+    seed: int = 0,
+    *,
+    batch_size: int | None = None,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str | None = None,
+    backend: str = "auto",
+    cuda_graph: bool | str = "auto",
+    keep_chain: bool = False,
+) -> ReverseResult:
+    """Sample a denoising diffusion GAN (dissertation 004, Algorithm 2; eq. 6.12).
+
+    ``x_T ~ N(0, I)``; for ``t = T, ..., 1``: ``z ~ N(0, I_L)``, ``x_0' = denoiser(x_t, z, t)``,
+    ``x_{t-1} ~ q(x_{t-1} | x_t, x_0')`` (:func:`posterior_sample`, the fused kernel). The final
+    step has zero posterior variance, so ``x_0 = x_0'`` of the last call.
+
+    Parameters
+    ----------
+    denoiser : ``(x_t (B, *event), z (B, L), t (B,) int64 steps in 1..T) -> x_0 (B, *event)``, called
+        under ``torch.no_grad()`` (put a module in eval mode first).
+    sched : the schedule it was trained with (its T steps are the chain's).
+    n : number of samples; event_shape : one sample's shape; latent_dim : L.
+    seed : Philox key. Batch ``b`` (rows ``b·B ..``) draws from the counters starting at
+        ``b · counters_per_batch(...)``: ``x_T``, then per step ``z`` and the posterior noise, each
+        row-major. Every batch has ``batch_size`` rows (the last is cut to ``n``), so the loop keeps
+        one shape and one captured graph serves every batch.
+    batch_size : rows per batch (default ``min(n, 1000)``).
+    dtype, device : of the samples (default: the denoiser's parameters' device, else CPU).
+    backend : where the posterior draws run (see ``pysampler.available_backends``).
+    cuda_graph : True, False or "auto" (capture one batch on CUDA and replay it; falls back to the
+        plain loop, with the reason in ``cuda_graph_reason``, on CPU or when capture fails). The
+        graph is cached per denoiser object and settings, so repeated calls capture once; it reads
+        the parameters in place, so optimizer updates are seen, but a denoiser's Python-side
+        settings are baked in (:func:`pysampler.graphs.clear_cache` forgets the graphs).
+    keep_chain : also return the states ``x_T, ..., x_0`` (memory ``(T + 1) · n · E``).
+    """
+    if not isinstance(sched, VPSchedule):
+        raise TypeError(f"sched must be a VPSchedule; got {type(sched).__name__}")
+    if not callable(denoiser):
+        raise TypeError(f"denoiser must be callable (x_t, z, t) -> x_0; got {type(denoiser).__name__}")
+    for name, value, low in (("n", n, 1), ("latent_dim", latent_dim, 0), ("batch_size", batch_size, 1)):
+        if value is None and name == "batch_size":
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"{name} must be an int >= {low}; got {value!r}")
+    event_shape = tuple(event_shape)
+    if not all(isinstance(s, int) and s >= 1 for s in event_shape):
+        raise ValueError(f"event_shape must be a tuple of positive ints; got {event_shape!r}")
+    if cuda_graph not in (True, False, "auto"):
+        raise ValueError(f"cuda_graph must be True, False or 'auto'; got {cuda_graph!r}")
+    if device is None:
+        first = next(iter(denoiser.parameters()), None) if isinstance(denoiser, torch.nn.Module) else None
+        device = first.device if first is not None else torch.device("cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    _stream(seed, 0, None, torch.empty(0))  # checks the seed
+    batch = min(n, 1000) if batch_size is None else batch_size
+    sched = sched.to(device=device, dtype=_compute_dtype(dtype))  # tables where the kernels read them
+    per_batch = counters_per_batch(sched, batch, event_shape, latent_dim)
+
+    graphed: _GraphedReverse | None = None
+    reason: str | None = None
+    if cuda_graph is False:
+        reason = "cuda_graph=False"
+    elif device.type != "cuda":
+        reason = "CUDA graphs need a CUDA device"
+    else:
+        found = _graphed(denoiser, sched, batch, event_shape, latent_dim, dtype, device, keep_chain, backend)
+        graphed, reason = (found, None) if isinstance(found, _GraphedReverse) else (None, found)
+    if graphed is None and cuda_graph is True and device.type == "cuda":
+        warnings.warn(f"pysampler: cuda_graph=True, running the plain loop: {reason}", RuntimeWarning, stacklevel=2)
+
+    out = torch.empty((n, *event_shape), dtype=dtype, device=device)
+    chain = torch.empty((sched.n_steps + 1, n, *event_shape), dtype=dtype, device=device) if keep_chain else None
+    for b, start in enumerate(range(0, n, batch)):
+        rows = min(batch, n - start)
+        stream = _stream(seed, b * per_batch, None, out)
+        if graphed is not None:
+            graphed.run(stream)
+            x_b, chain_b = graphed.out, graphed.chain
+        else:
+            x_b = torch.empty((batch, *event_shape), dtype=dtype, device=device)
+            chain_b = torch.empty((sched.n_steps + 1, batch, *event_shape), dtype=dtype, device=device) if keep_chain else None
+            _reverse_batch(denoiser, sched, stream, x_b, latent_dim, chain_b, backend)
+        out[start:start + rows] = x_b[:rows]
+        if chain is not None:
+            chain[:, start:start + rows] = chain_b[:, :rows]
+    return ReverseResult(out, chain, graphed is not None, reason)

@@ -41,7 +41,7 @@ import torch
 
 from .samplers.base import Sampler, State
 
-__all__ = ["BLOCK_STEPS", "GraphedBlock", "why_not_graphed", "block_for", "clear_cache"]
+__all__ = ["BLOCK_STEPS", "GraphedBlock", "why_not_graphed", "block_for", "clear_cache", "warm_up", "capture", "first_line"]
 
 #: steps per captured block (rounded up to a multiple of ``thin`` when a trace is recorded). Long
 #: enough that one replay amortises its launch, short enough to capture quickly and to leave
@@ -125,29 +125,13 @@ class GraphedBlock:
                 static.copy_(getattr(cur, name))
 
     def _capture(self) -> None:
-        # Warm up on a scratch copy and a side stream (PyTorch's capture recipe): one step for lazy
-        # initialisation, cuBLAS workspaces and torch.compile's compilation, then the block with
-        # host syncs raising, so a model that syncs fails here, with the reason, instead of
-        # invalidating a capture.
+        # Warm up on a scratch copy (its values are consumed), then capture on the real buffers.
         real = self.static
         self.static = _clone(real, sync_free=True)
         device = real.x.device
-        side = torch.cuda.Stream(device=device)
-        side.wait_stream(torch.cuda.current_stream(device))
-        previous = torch.cuda.get_sync_debug_mode()
-        try:
-            with torch.cuda.stream(side):
-                self.sampler.step(self.static)
-                torch.cuda.set_sync_debug_mode("error")
-                self._body()
-        finally:
-            torch.cuda.set_sync_debug_mode(previous)
-        torch.cuda.current_stream(device).wait_stream(side)
+        warm_up(device, self._body, first=lambda: self.sampler.step(self.static))
         self.static = real
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            self._body()
-        self.graph = graph
+        self.graph = capture(device, self._body)
 
     def load(self, state: State) -> None:
         """Copy ``state``'s tensors into the static buffers."""
@@ -170,6 +154,32 @@ class GraphedBlock:
     def state(self, like: State) -> State:
         """The current static state as a fresh State with ``like``'s target, backend and flags."""
         return _clone(self.static, sync_free=False, like=like)
+
+
+def warm_up(device: torch.device, body: Callable[[], None], first: Callable[[], Any] | None = None) -> None:
+    """PyTorch's capture recipe, before :func:`capture`: run on a side stream ``first()`` (default:
+    ``body()``) for lazy initialisation, cuBLAS workspaces and torch.compile's compilation, then
+    ``body()`` with host syncs raising, so a model that syncs fails here, with the reason, instead
+    of invalidating a capture."""
+    side = torch.cuda.Stream(device=device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    previous = torch.cuda.get_sync_debug_mode()
+    try:
+        with torch.cuda.stream(side):
+            (first or body)()
+            torch.cuda.set_sync_debug_mode("error")
+            body()
+    finally:
+        torch.cuda.set_sync_debug_mode(previous)
+    torch.cuda.current_stream(device).wait_stream(side)
+
+
+def capture(device: torch.device, body: Callable[[], None]) -> torch.cuda.CUDAGraph:
+    """``body()`` captured as a CUDA graph on ``device`` (after :func:`warm_up`); replay it with ``.replay()``."""
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.device(device), torch.cuda.graph(graph):
+        body()
+    return graph
 
 
 def _clone(state: State, sync_free: bool, like: State | None = None) -> State:
@@ -216,13 +226,13 @@ def block_for(
         try:
             found = GraphedBlock(sampler, state, steps, thin, record, capture)
         except Exception as exc:  # any capture failure falls back to the plain loop
-            found = f"capturing the block failed ({type(exc).__name__}: {_first_line(exc)})"
+            found = f"capturing the block failed ({type(exc).__name__}: {first_line(exc)})"
             warnings.warn(f"pysampler: running the chain without CUDA graphs: {found}", RuntimeWarning, stacklevel=3)
         blocks[key] = found
     return found
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else "no message"
 
