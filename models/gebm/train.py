@@ -37,10 +37,10 @@ from torch.nn.parallel import DistributedDataParallel
 from pysampler import checkpoint
 from pysampler.models import data as datasets
 from pysampler.models.gebm.model import GEBM, build_networks, energy_loss, generator_loss, gradient_penalty, interpolate
+from pysampler.models.training import CHECKPOINT_NAME, check_same_training, config_dict, read_checkpoint
 
 __all__ = ["GEBMConfig", "Trainer", "train", "CHECKPOINT_NAME", "load_config", "load_model"]
 
-CHECKPOINT_NAME = "checkpoint.pt"
 CHECKPOINT_FORMAT = 1
 
 # Defaults that depend on the kind of data; a GEBMConfig field left as None takes them.
@@ -213,7 +213,7 @@ class Trainer:
         return {
             "format": CHECKPOINT_FORMAT,
             "kind": "gebm",
-            "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self.config).items()},
+            "config": config_dict(self.config),
             "data_shape": list(self.dataset.shape),
             "iteration": self.iteration,
             "refined": self.refined,
@@ -228,12 +228,7 @@ class Trainer:
         if state.get("kind") != "gebm" or state.get("format") != CHECKPOINT_FORMAT:
             found = f"kind {state.get('kind')!r}, format {state.get('format')!r}"
             raise ValueError(f"not a GEBM checkpoint of format {CHECKPOINT_FORMAT} ({found})")
-        saved = state["config"]
-        for name in TRAINING_FIELDS:
-            mine = getattr(self.config, name)
-            theirs = tuple(saved[name]) if isinstance(mine, tuple) else saved[name]
-            if mine != theirs:
-                raise ValueError(f"the checkpoint was trained with {name}={theirs!r}; this run asks for {mine!r}")
+        check_same_training(self.config, state["config"], TRAINING_FIELDS)
         if len(state["rng"]) != self.world:
             raise ValueError(f"the checkpoint was written by {len(state['rng'])} process(es); this run has {self.world}")
         self.model.load_state_dict(state["model"])
@@ -313,18 +308,6 @@ def train(config: GEBMConfig, out: str | Path | None = None, resume: bool = Fals
     return trainer
 
 
-def _read_checkpoint(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    if path.is_dir():
-        path = path / CHECKPOINT_NAME
-    if not path.is_file():
-        raise FileNotFoundError(f"no GEBM checkpoint at {path}")
-    state = checkpoint.load(path, map_location="cpu")
-    if not isinstance(state, dict) or state.get("kind") != "gebm":
-        raise ValueError(f"{path} is not a GEBM checkpoint")
-    return state
-
-
 def _saved_config(state: dict[str, Any]) -> GEBMConfig:
     saved = dict(state["config"])
     saved["betas"] = tuple(saved["betas"])
@@ -333,12 +316,12 @@ def _saved_config(state: dict[str, Any]) -> GEBMConfig:
 
 def load_config(path: str | Path) -> GEBMConfig:
     """The (resolved) configuration a checkpoint (file, or the folder holding checkpoint.pt) was trained with."""
-    return _saved_config(_read_checkpoint(path))
+    return _saved_config(read_checkpoint(path, "gebm"))
 
 
 def load_model(path: str | Path, device: str = "cpu") -> tuple[GEBM, GEBMConfig, int]:
     """(model in eval mode, its configuration, iterations trained) from a checkpoint file or folder."""
-    state = _read_checkpoint(path)
+    state = read_checkpoint(path, "gebm")
     config = _saved_config(state)
     model = build_networks(tuple(state["data_shape"]), config.latent_dim, config.width)
     model.load_state_dict(state["model"])
