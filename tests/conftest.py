@@ -125,3 +125,24 @@ def obabo_stationary_covariance(precision: torch.Tensor, h: float, friction: flo
     # z' = m z + (o B A B) n1 + n2, with n1, n2 the two O-step noises.
     q = (o @ b @ drift @ b) @ noise @ noise.T @ (o @ b @ drift @ b).T + noise @ noise.T
     return stationary_covariance(m, q)
+
+
+def assert_same_state(a: dict, b: dict) -> None:
+    """Two checkpoint dicts equal entry by entry, tensors bit for bit (nested dicts and lists too)."""
+    assert a.keys() == b.keys()
+    for key in a:
+        if isinstance(a[key], torch.Tensor):
+            assert torch.equal(a[key], b[key]), key
+        elif isinstance(a[key], dict):
+            assert_same_state(a[key], b[key])
+        elif isinstance(a[key], list):
+            assert len(a[key]) == len(b[key]), key
+            for u, v in zip(a[key], b[key], strict=True):
+                if isinstance(u, dict):
+                    assert_same_state(u, v)
+                elif isinstance(u, torch.Tensor):
+                    assert torch.equal(u, v), key
+                else:
+                    assert u == v, key
+        else:
+            assert a[key] == b[key], key

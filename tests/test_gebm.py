@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import assert_same_state
 from pysampler import checkpoint
 from pysampler.cli import main
 from pysampler.models import data as datasets
@@ -137,26 +138,6 @@ def _tiny_config(**kw) -> GEBMConfig:
     return GEBMConfig(**{**base, **kw})
 
 
-def _same_state(a: dict, b: dict) -> None:
-    assert a.keys() == b.keys()
-    for key in a:
-        if isinstance(a[key], torch.Tensor):
-            assert torch.equal(a[key], b[key]), key
-        elif isinstance(a[key], dict):
-            _same_state(a[key], b[key])
-        elif isinstance(a[key], list):
-            assert len(a[key]) == len(b[key]), key
-            for u, v in zip(a[key], b[key], strict=True):
-                if isinstance(u, dict):
-                    _same_state(u, v)
-                elif isinstance(u, torch.Tensor):
-                    assert torch.equal(u, v), key
-                else:
-                    assert u == v, key
-        else:
-            assert a[key] == b[key], key
-
-
 @pytest.mark.parametrize("crash_at", ["training", "refinement"])
 def test_crash_then_resume_is_bit_identical(tmp_path, monkeypatch, crash_at):
     # uninterrupted: 6 iterations, then 4 refinement steps
@@ -189,9 +170,10 @@ def test_crash_then_resume_is_bit_identical(tmp_path, monkeypatch, crash_at):
     resumed = Trainer(_tiny_config(), tmp_path / "crash")
     resumed.resume()
     resumed.run()
-    _same_state(whole.state_dict(), resumed.state_dict())
+    assert_same_state(whole.state_dict(), resumed.state_dict())
     # the checkpoints on disk agree too
-    _same_state(checkpoint.load(tmp_path / "whole" / "checkpoint.pt"), checkpoint.load(tmp_path / "crash" / "checkpoint.pt"))
+    on_disk = [checkpoint.load(tmp_path / run / "checkpoint.pt") for run in ("whole", "crash")]
+    assert_same_state(*on_disk)
 
 
 def test_resume_refuses_other_settings(tmp_path):
@@ -247,7 +229,7 @@ def test_cli_train_resume_and_sample(tmp_path, capsys):
     fast3 = [a if a != "6" else "3" for a in FAST]
     assert main(["train", "gebm", "--data", "gaussians25", "--out", str(split), "--width", "16", *fast3]) == 0
     assert main(["train", "gebm", "--data", "gaussians25", "--out", str(split), "--resume", *FAST]) == 0  # width from the ckpt
-    _same_state(checkpoint.load(whole / "checkpoint.pt"), checkpoint.load(split / "checkpoint.pt"))
+    assert_same_state(checkpoint.load(whole / "checkpoint.pt"), checkpoint.load(split / "checkpoint.pt"))
     resumed = json.loads((split / "metrics.json").read_text())
     assert resumed["base"] == report["base"] and resumed["gebm"] == report["gebm"]
 
