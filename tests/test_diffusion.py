@@ -353,3 +353,30 @@ def test_q_sample_and_sched_bad_inputs():
         s.q_sample(x0, 2, [0.0] * 12)
     with pytest.raises(TypeError, match="sched"):
         diffusion.posterior_sample("schedule", x0, x0, 1)
+
+
+def test_rng_tensor_is_the_seed_and_offset():
+    # a (2,) int64 (seed, offset) tensor draws what the ints draw (and is not advanced)
+    sched = diffusion.VPSchedule(4)
+    x0, xt = torch.randn(5, 3, dtype=torch.float64), torch.randn(5, 3, dtype=torch.float64)
+    t = torch.tensor([1, 2, 3, 4, 2])
+    stream = torch.tensor([7, 40], dtype=torch.int64)
+    for backend in ("torch", "cpp"):
+        assert torch.equal(diffusion.posterior_sample(sched, x0, xt, t, rng=stream, backend=backend),
+                           diffusion.posterior_sample(sched, x0, xt, t, 7, 40, backend=backend))
+        assert torch.equal(sched.q_sample(x0, t, rng=stream, backend=backend), sched.q_sample(x0, t, seed=7, offset=40,
+                                                                                              backend=backend))
+        # the pair: x_{t-1} from offset .. offset + n - 1, x_t from the next n counters
+        x_prev, x_t = sched.q_sample_pair(x0, t, rng=stream, backend=backend)
+        noise = rng.normal(7, 40, (2, 5, 3), dtype=torch.float64)
+        ab_prev = sched.alphas_cumprod_prev[t - 1][:, None]
+        torch.testing.assert_close(x_prev, ab_prev.sqrt() * x0 + (1 - ab_prev).sqrt() * noise[0], atol=1e-6, rtol=1e-6)
+        torch.testing.assert_close(x_t, sched.sqrt_alphas[t - 1][:, None] * x_prev + sched.sqrt_betas[t - 1][:, None] * noise[1],
+                                   atol=1e-6, rtol=1e-6)
+    assert stream.tolist() == [7, 40]
+    with pytest.raises(ValueError, match="either rng or seed"):
+        diffusion.posterior_sample(sched, x0, xt, t, 3, rng=stream)
+    with pytest.raises(ValueError, match="int64 tensor of shape"):
+        sched.q_sample(x0, t, rng=torch.tensor([1.0, 2.0]))
+    with pytest.raises(ValueError, match="either noise or rng"):
+        sched.q_sample(x0, t, torch.randn_like(x0), rng=stream)
