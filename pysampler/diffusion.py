@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import math
 import warnings
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -459,26 +458,12 @@ class _GraphedReverse:
         self.graph.replay()
 
 
-# denoiser object -> {settings: _GraphedReverse, or the one-line reason its capture failed}
-_GRAPHS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
 def _graphed(denoiser, sched, batch, event_shape, latent_dim, dtype, device, keep_chain, backend) -> _GraphedReverse | str:
-    key = (sched.n_steps, sched.beta_min, sched.beta_max, batch, tuple(event_shape), latent_dim, dtype, device, keep_chain,
-           backend)
-    try:
-        cache = _GRAPHS.setdefault(denoiser, {})
-    except TypeError:  # not weakly referenceable: capture each call
-        cache = {}
-    found = cache.get(key)
-    if found is None:
-        try:
-            found = _GraphedReverse(denoiser, sched, batch, event_shape, latent_dim, dtype, device, keep_chain, backend)
-        except Exception as exc:  # any capture failure falls back to the plain loop
-            found = f"capturing the reverse chain failed ({type(exc).__name__}: {graphs.first_line(exc)})"
-            warnings.warn(f"pysampler: running the reverse chain without CUDA graphs: {found}", RuntimeWarning, stacklevel=3)
-        cache[key] = found
-    return found
+    """The captured batch for these settings, cached per denoiser object (:func:`pysampler.graphs.cached`)."""
+    key = ("reverse_sample", sched.n_steps, sched.beta_min, sched.beta_max, batch, tuple(event_shape), latent_dim, dtype,
+           device, keep_chain, backend)
+    build = lambda: _GraphedReverse(denoiser, sched, batch, event_shape, latent_dim, dtype, device, keep_chain, backend)  # noqa: E731
+    return graphs.cached(denoiser, key, build, "the reverse chain", "the reverse chain")
 
 
 @torch.no_grad()

@@ -41,7 +41,7 @@ import torch
 
 from .samplers.base import Sampler, State
 
-__all__ = ["BLOCK_STEPS", "GraphedBlock", "why_not_graphed", "block_for", "clear_cache", "warm_up", "capture", "first_line"]
+__all__ = ["BLOCK_STEPS", "GraphedBlock", "why_not_graphed", "block_for", "clear_cache", "warm_up", "capture", "cached"]
 
 #: steps per captured block (rounded up to a multiple of ``thin`` when a trace is recorded). Long
 #: enough that one replay amortises its launch, short enough to capture quickly and to leave
@@ -191,7 +191,8 @@ def _clone(state: State, sync_free: bool, like: State | None = None) -> State:
 
 # ----------------------------------------------------------------------------------- cache
 
-# user's target object -> {block key: GraphedBlock, or the one-line reason its capture failed}
+# the object the user passed (a sampler's target, a diffusion denoiser) -> {key: captured graph
+# object (GraphedBlock, diffusion's reverse chain), or the one-line reason its capture failed}
 _CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
@@ -217,18 +218,26 @@ def block_for(
         _sampler_key(sampler), layout, tuple(state.x.shape), state.x.dtype, state.x.device, state.backend.name,
         steps, thin if record else 0, record, capture,
     )
+    return cached(owner, key, lambda: GraphedBlock(sampler, state, steps, thin, record, capture), "the block", "the chain")
+
+
+def cached(owner: Any, key: tuple, build: Callable[[], Any], what: str, fallback: str) -> Any:
+    """The graph object cached for ``owner`` (weakly: the entry lives as long as ``owner`` and must not
+    hold it) under ``key``, built by ``build()`` on first use; or, when building failed, the one-line
+    reason, which is cached too, so a failure is tried and reported (a RuntimeWarning) once.
+    ``what`` / ``fallback`` name the captured thing and what runs instead, for the message."""
     try:
-        blocks = _CACHE.setdefault(owner, {})
+        entries = _CACHE.setdefault(owner, {})
     except TypeError:  # not weakly referenceable: no caching
-        blocks = {}
-    found = blocks.get(key)
+        entries = {}
+    found = entries.get(key)
     if found is None:
         try:
-            found = GraphedBlock(sampler, state, steps, thin, record, capture)
+            found = build()
         except Exception as exc:  # any capture failure falls back to the plain loop
-            found = f"capturing the block failed ({type(exc).__name__}: {first_line(exc)})"
-            warnings.warn(f"pysampler: running the chain without CUDA graphs: {found}", RuntimeWarning, stacklevel=3)
-        blocks[key] = found
+            found = f"capturing {what} failed ({type(exc).__name__}: {first_line(exc)})"
+            warnings.warn(f"pysampler: running {fallback} without CUDA graphs: {found}", RuntimeWarning, stacklevel=4)
+        entries[key] = found
     return found
 
 
@@ -238,5 +247,5 @@ def first_line(exc: BaseException) -> str:
 
 
 def clear_cache() -> None:
-    """Drop every cached block (and the memory its graph holds)."""
+    """Drop every cached graph (sampler blocks and diffusion reverse chains) and the memory it holds."""
     _CACHE.clear()
