@@ -42,7 +42,7 @@ def add_train_parser(sub) -> None:
     p.add_argument("--data", default="gaussians25", help="gaussians25, swissroll, rings, checkerboard, digits, mnist, "
                    "stackedmnist, or a path (image folder, .npz / .npy, CIFAR-10 batches)")
     p.add_argument("--T", type=int, default=None, help="denoising steps (4)")
-    p.add_argument("--iters", type=int, default=None, help="training iterations (toy 12000, images 20000)")
+    p.add_argument("--iters", type=int, default=None, help="training iterations (toy 48000, images 20000)")
     p.add_argument("--out", default="runs/ddgan", help="output folder")
     p.add_argument("--resume", action="store_true", help="continue the interrupted run in OUT (same settings)")
     g = p.add_argument_group("training (unset: defaults for the data's kind)")

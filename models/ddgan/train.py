@@ -42,12 +42,14 @@ __all__ = ["DDGANConfig", "Trainer", "train", "load_config", "load_model", "TRAI
 CHECKPOINT_FORMAT = 1
 
 # Defaults that depend on the kind of data; a DDGANConfig field left as None takes them. Toy: the
-# dissertation's networks (3 x 512 MLPs) at a budget that runs in about 4 minutes per model on a
-# 2-core CPU (the paper trains 50k iterations of batch 512; at this budget small batches and a
-# larger learning rate did best: see the issue-8 note); images: a small U-Net and the paper's
-# CIFAR-10 / StackedMNIST optimiser settings (Table 6.8) and R1 γ, sized for a GPU.
+# dissertation's networks (3 x 512 MLPs); 48k iterations of batch 64 (the paper: 50k of batch 512),
+# about 15 minutes per model on a 2-core CPU. Measured there (seed 0): 25/25 modes and 0.88 of the
+# samples within 3σ after 48k iterations, 0.77 after 32k, 0.39-0.58 after 12-16k; at equal time
+# batch 64 with Adam 1e-3 beat batch 128-512, 5e-4 and 2e-3, latent 8, data scaled to unit
+# variance, and no R1 (README, "Train a denoising diffusion GAN"). Images: a small U-Net and the
+# paper's CIFAR-10 / StackedMNIST optimiser settings (Table 6.8) and R1 γ, sized for a GPU.
 _DEFAULTS = {
-    "toy": dict(iters=12000, latent_dim=2, width=512, batch_size=64, lr_d=1e-3, lr_g=1e-3, ema=0.99, r1_gamma=0.05),
+    "toy": dict(iters=48000, latent_dim=2, width=512, batch_size=64, lr_d=1e-3, lr_g=1e-3, ema=0.99, r1_gamma=0.05),
     "image": dict(iters=20000, latent_dim=100, width=32, batch_size=64, lr_d=1e-4, lr_g=1.6e-4, ema=0.999, r1_gamma=0.05),
 }
 
@@ -60,7 +62,7 @@ TRAINING_FIELDS = (
 
 @dataclass
 class DDGANConfig:
-    """Settings of a DDGAN run. Fields left None take the defaults for the data's kind (toy: 12000
+    """Settings of a DDGAN run. Fields left None take the defaults for the data's kind (toy: 48000
     iterations, latent 2, MLPs of width 512, batch 64, Adam 1e-3 for both, EMA 0.99; images: 20000
     iterations, latent 100, U-Net of width 32, batch 64, Adam 1e-4 (D) / 1.6e-4 (G), EMA 0.999);
     both R1 γ 0.05."""
