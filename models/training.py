@@ -15,7 +15,7 @@ from typing import Any
 
 from pysampler import checkpoint
 
-__all__ = ["CHECKPOINT_NAME", "read_checkpoint", "check_same_training", "config_from_args", "config_dict"]
+__all__ = ["CHECKPOINT_NAME", "read_checkpoint", "check_same_training", "config_from_args", "config_dict", "saved_config"]
 
 CHECKPOINT_NAME = "checkpoint.pt"
 
@@ -42,6 +42,12 @@ def check_same_training(config: Any, saved: dict[str, Any], fields: tuple[str, .
         theirs = tuple(saved[name]) if isinstance(mine, tuple) else saved[name]
         if mine != theirs:
             raise ValueError(f"the checkpoint was trained with {name}={theirs!r}; this run asks for {mine!r}")
+
+
+def saved_config(state: dict[str, Any], cls: type) -> Any:
+    """The ``cls`` configuration saved in a checkpoint (its lists back to tuples)."""
+    saved = {k: (tuple(v) if isinstance(v, list) else v) for k, v in state["config"].items()}
+    return cls(**saved)
 
 
 def config_dict(config: Any) -> dict[str, Any]:

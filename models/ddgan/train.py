@@ -35,7 +35,7 @@ import pysampler as ps
 from pysampler import checkpoint
 from pysampler.models import data as datasets
 from pysampler.models.ddgan.model import DDGAN, build_model, discriminator_loss, generator_loss, r1_penalty
-from pysampler.models.training import CHECKPOINT_NAME, check_same_training, config_dict, read_checkpoint
+from pysampler.models.training import CHECKPOINT_NAME, check_same_training, config_dict, read_checkpoint, saved_config
 
 __all__ = ["DDGANConfig", "Trainer", "train", "load_config", "load_model", "TRAINING_FIELDS"]
 
@@ -263,21 +263,15 @@ def train(config: DDGANConfig, out: str | Path | None = None, resume: bool = Fal
     return trainer
 
 
-def _saved_config(state: dict[str, Any]) -> DDGANConfig:
-    saved = dict(state["config"])
-    saved["betas"] = tuple(saved["betas"])
-    return DDGANConfig(**saved)
-
-
 def load_config(path: str | Path) -> DDGANConfig:
     """The (resolved) configuration a checkpoint (file, or the folder holding checkpoint.pt) was trained with."""
-    return _saved_config(read_checkpoint(path, "ddgan"))
+    return saved_config(read_checkpoint(path, "ddgan"), DDGANConfig)
 
 
 def load_model(path: str | Path, device: str = "cpu") -> tuple[DDGAN, DDGANConfig, int]:
     """(model in eval mode, its configuration, iterations trained) from a checkpoint file or folder."""
     state = read_checkpoint(path, "ddgan")
-    config = _saved_config(state)
+    config = saved_config(state, DDGANConfig)
     model = build_model(tuple(state["data_shape"]), config.latent_dim, config.T, config.width, config.beta_min,
                         config.beta_max)
     model.load_state_dict(state["model"])

@@ -37,7 +37,7 @@ from torch.nn.parallel import DistributedDataParallel
 from pysampler import checkpoint
 from pysampler.models import data as datasets
 from pysampler.models.gebm.model import GEBM, build_networks, energy_loss, generator_loss, gradient_penalty, interpolate
-from pysampler.models.training import CHECKPOINT_NAME, check_same_training, config_dict, read_checkpoint
+from pysampler.models.training import CHECKPOINT_NAME, check_same_training, config_dict, read_checkpoint, saved_config
 
 __all__ = ["GEBMConfig", "Trainer", "train", "CHECKPOINT_NAME", "load_config", "load_model"]
 
@@ -308,21 +308,15 @@ def train(config: GEBMConfig, out: str | Path | None = None, resume: bool = Fals
     return trainer
 
 
-def _saved_config(state: dict[str, Any]) -> GEBMConfig:
-    saved = dict(state["config"])
-    saved["betas"] = tuple(saved["betas"])
-    return GEBMConfig(**saved)
-
-
 def load_config(path: str | Path) -> GEBMConfig:
     """The (resolved) configuration a checkpoint (file, or the folder holding checkpoint.pt) was trained with."""
-    return _saved_config(read_checkpoint(path, "gebm"))
+    return saved_config(read_checkpoint(path, "gebm"), GEBMConfig)
 
 
 def load_model(path: str | Path, device: str = "cpu") -> tuple[GEBM, GEBMConfig, int]:
     """(model in eval mode, its configuration, iterations trained) from a checkpoint file or folder."""
     state = read_checkpoint(path, "gebm")
-    config = _saved_config(state)
+    config = saved_config(state, GEBMConfig)
     model = build_networks(tuple(state["data_shape"]), config.latent_dim, config.width)
     model.load_state_dict(state["model"])
     return model.to(device).eval(), config, int(state["iteration"])
