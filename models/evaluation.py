@@ -21,7 +21,7 @@ import torch
 from pysampler import metrics
 from pysampler.models import data as datasets
 
-__all__ = ["Reference", "classifier_for", "sample_metrics", "plot_samples", "plot_chain", "pyplot"]
+__all__ = ["Reference", "classifier_for", "classifier_report", "sample_metrics", "plot_samples", "plot_chain", "pyplot"]
 
 
 def classifier_for(dataset: datasets.Dataset):

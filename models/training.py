@@ -1,5 +1,6 @@
-"""What every trainer (GEBM, DDGAN) does the same way: reading its checkpoints, refusing to resume a
-run under other training settings, and assembling a run's configuration from the command line.
+"""What every trainer (GEBM, DDGAN) does the same way: saving, resuming and reading its checkpoints,
+refusing to resume a run under other training settings, and assembling a run's configuration from
+the command line.
 
 Checkpoints are written atomically by :func:`pysampler.checkpoint.save` (a crash never leaves a
 half-written file) and hold everything a run needs to continue bit for bit: networks, optimiser
@@ -15,9 +16,45 @@ from typing import Any
 
 from pysampler import checkpoint
 
-__all__ = ["CHECKPOINT_NAME", "read_checkpoint", "check_same_training", "config_from_args", "config_dict", "saved_config"]
+__all__ = [
+    "CheckpointedTrainer", "train", "CHECKPOINT_NAME", "read_checkpoint", "check_same_training", "config_from_args",
+    "config_dict", "saved_config",
+]
 
 CHECKPOINT_NAME = "checkpoint.pt"
+
+
+class CheckpointedTrainer:
+    """Saving and resuming for a trainer with ``state_dict()`` / ``load_state_dict()``, ``out``
+    (folder or None), ``device`` and ``rank`` (0 unless distributed): OUT/checkpoint.pt, atomically."""
+
+    out: Path | None
+    rank: int = 0
+
+    def save(self) -> Path | None:
+        """Write OUT/checkpoint.pt atomically (rank 0 writes; every rank builds the state, which may
+        gather from all of them)."""
+        state = self.state_dict()
+        if self.rank != 0 or self.out is None:
+            return None
+        path = self.out / CHECKPOINT_NAME
+        checkpoint.save(state, path)
+        return path
+
+    def resume(self, path: str | Path | None = None) -> None:
+        """Load a checkpoint (default OUT/checkpoint.pt) written by a run with the same training settings."""
+        path = Path(path) if path is not None else self.out / CHECKPOINT_NAME
+        if not path.is_file():
+            raise FileNotFoundError(f"no checkpoint at {path} to resume from")
+        self.load_state_dict(checkpoint.load(path, map_location=self.device))
+
+
+def train(trainer: CheckpointedTrainer, resume: bool = False, progress: bool = False) -> CheckpointedTrainer:
+    """Resume ``trainer`` from OUT/checkpoint.pt when asked, and run it."""
+    if resume:
+        trainer.resume()
+    trainer.run(progress)
+    return trainer
 
 
 def read_checkpoint(path: str | Path, kind: str) -> dict[str, Any]:

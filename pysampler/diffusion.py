@@ -312,6 +312,13 @@ def _table(coef: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
     return coef.to(device=x0.device, dtype=_compute_dtype(x0.dtype))
 
 
+def _check_seed_offset(seed: int, offset: int) -> None:
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**64:
+        raise ValueError(f"seed must be an int in [0, 2**64); got {seed!r}")
+    if isinstance(offset, bool) or not isinstance(offset, int) or not 0 <= offset < 2**63:
+        raise ValueError(f"offset must be an int in [0, 2**63); got {offset!r}")
+
+
 def _stream(seed: int, offset: int, rng: torch.Tensor | None, x0: torch.Tensor) -> torch.Tensor:
     """The (2,) int64 (seed, offset) tensor on x0's device the kernels read: ``rng`` itself, or one
     made from the ints ``seed`` and ``offset``."""
@@ -324,10 +331,7 @@ def _stream(seed: int, offset: int, rng: torch.Tensor | None, x0: torch.Tensor) 
         if seed != 0 or offset != 0:
             raise ValueError("give either rng or seed / offset, not both")
         return rng
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**64:
-        raise ValueError(f"seed must be an int in [0, 2**64); got {seed!r}")
-    if isinstance(offset, bool) or not isinstance(offset, int) or not 0 <= offset < 2**63:
-        raise ValueError(f"offset must be an int in [0, 2**63); got {offset!r}")
+    _check_seed_offset(seed, offset)
     # int64 holds the seed's bit pattern (two's complement); every backend reads it as 64 bits.
     return torch.tensor([seed - 2**64 if seed >= 2**63 else seed, offset], dtype=torch.int64, device=x0.device)
 
@@ -528,9 +532,10 @@ def reverse_sample(
     device = torch.device(device)
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", torch.cuda.current_device())
-    _stream(seed, 0, None, torch.empty(0))  # checks the seed
+    _check_seed_offset(seed, 0)
     batch = min(n, 1000) if batch_size is None else batch_size
-    sched = sched.to(device=device, dtype=_compute_dtype(dtype))  # tables where the kernels read them
+    if sched.device != device or sched.dtype != _compute_dtype(dtype):
+        sched = sched.to(device=device, dtype=_compute_dtype(dtype))  # tables where the kernels read them
     per_batch = counters_per_batch(sched, batch, event_shape, latent_dim)
 
     graphed: _GraphedReverse | None = None
@@ -547,15 +552,17 @@ def reverse_sample(
 
     out = torch.empty((n, *event_shape), dtype=dtype, device=device)
     chain = torch.empty((sched.n_steps + 1, n, *event_shape), dtype=dtype, device=device) if keep_chain else None
+    if graphed is not None:  # the batch buffers: the graph's static ones, or one set for the plain loop
+        x_b, chain_b = graphed.out, graphed.chain
+    else:
+        x_b = torch.empty((batch, *event_shape), dtype=dtype, device=device)
+        chain_b = torch.empty((sched.n_steps + 1, batch, *event_shape), dtype=dtype, device=device) if keep_chain else None
     for b, start in enumerate(range(0, n, batch)):
         rows = min(batch, n - start)
         stream = _stream(seed, b * per_batch, None, out)
         if graphed is not None:
             graphed.run(stream)
-            x_b, chain_b = graphed.out, graphed.chain
         else:
-            x_b = torch.empty((batch, *event_shape), dtype=dtype, device=device)
-            chain_b = torch.empty((sched.n_steps + 1, batch, *event_shape), dtype=dtype, device=device) if keep_chain else None
             _reverse_batch(denoiser, sched, stream, x_b, latent_dim, chain_b, backend)
         out[start:start + rows] = x_b[:rows]
         if chain is not None:

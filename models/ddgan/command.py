@@ -19,7 +19,7 @@ import torch
 from pysampler.checkpoint import save_json
 from pysampler.models.ddgan.evaluate import evaluate
 from pysampler.models.ddgan.train import TRAINING_FIELDS, DDGANConfig, Trainer, load_config, load_model
-from pysampler.models.evaluation import plot_samples
+from pysampler.models.evaluation import Reference, classifier_for, plot_samples
 from pysampler.models.training import CHECKPOINT_NAME, config_from_args
 
 __all__ = ["add_train_parser", "add_sample_parser", "run_train", "run_sample", "BASELINE_DIR"]
@@ -101,9 +101,8 @@ def _train_one(config: DDGANConfig, out: Path, resume: bool, progress: bool, des
 
 
 def run_train(args: argparse.Namespace) -> int:
-    fields = tuple(f for f in TRAINING_FIELDS if f != "data")
     always = dict(data=args.data, device=args.device, backend=args.backend, checkpoint_every=args.checkpoint_every)
-    config = config_from_args(args, DDGANConfig, fields, always, load_config)
+    config = config_from_args(args, DDGANConfig, TRAINING_FIELDS, always, load_config)
     out = Path(args.out)
     if not args.resume and (out / BASELINE_DIR / CHECKPOINT_NAME).exists():
         raise ValueError(f"{out / BASELINE_DIR / CHECKPOINT_NAME} exists: pass --resume, or choose another --out")
@@ -119,8 +118,9 @@ def run_train(args: argparse.Namespace) -> int:
         gan_config = dataclasses.replace(cfg, T=1)
         models["gan"] = _train_one(gan_config, out / BASELINE_DIR, args.resume, not args.no_progress, "GAN T=1")
     report: dict = {"data": dataset.name, "source": dataset.source}
+    reference = Reference.of(dataset, classifier_for(dataset))  # the held-out side, once for both models
     for name, tr in models.items():
-        result = evaluate(tr.model, dataset, n_eval, cfg.seed, out, name=name, backend=cfg.backend)
+        result = evaluate(tr.model, dataset, n_eval, cfg.seed, out, name=name, backend=cfg.backend, reference=reference)
         report[name] = result.pop("metrics")
         report[f"{name}_run"] = {"iterations": tr.iteration, "train_seconds_this_run": tr.train_seconds,
                                  "config": dataclasses.asdict(tr.config), **result}

@@ -24,15 +24,17 @@ CHAIN_SAMPLES = 8
 
 
 def evaluate(model: DDGAN, dataset: datasets.Dataset, n: int = 2000, seed: int = 0, out: str | Path | None = None,
-             name: str = "ddgan", backend: str = "auto") -> dict[str, Any]:
+             name: str = "ddgan", backend: str = "auto", reference: Reference | None = None) -> dict[str, Any]:
     """{"metrics": ..., "sampling": {...}} for n samples of ``model``'s EMA generator (and "real_data" for
     StackedMNIST, "classifier" for images); with ``out``, the pictures NAME.png (2-D: over the
-    held-out data) and, for images, NAME_chain.png."""
+    held-out data) and, for images, NAME_chain.png. ``reference``: ``Reference.of(dataset, classifier)``
+    when several models are evaluated against the same data (prepared once)."""
     start = time.perf_counter()
     result = model.sample(n, seed, backend=backend)
     sample_seconds = time.perf_counter() - start
-    classifier = classifier_for(dataset)
-    reference = Reference.of(dataset, classifier)
+    if reference is None:
+        reference = Reference.of(dataset, classifier_for(dataset))
+    classifier = reference.classifier
     report: dict[str, Any] = {
         "metrics": sample_metrics(result.x, dataset, seed=seed, reference=reference),
         "sampling": {"n": n, "T": model.n_steps, "seconds": sample_seconds, "cuda_graph": result.cuda_graph,

@@ -32,10 +32,16 @@ from typing import Any
 import torch
 
 import pysampler as ps
-from pysampler import checkpoint
 from pysampler.models import data as datasets
+from pysampler.models import training
 from pysampler.models.ddgan.model import DDGAN, build_model, discriminator_loss, generator_loss, r1_penalty
-from pysampler.models.training import CHECKPOINT_NAME, check_same_training, config_dict, read_checkpoint, saved_config
+from pysampler.models.training import (
+    CheckpointedTrainer,
+    check_same_training,
+    config_dict,
+    read_checkpoint,
+    saved_config,
+)
 
 __all__ = ["DDGANConfig", "Trainer", "train", "load_config", "load_model", "TRAINING_FIELDS"]
 
@@ -111,7 +117,7 @@ class DDGANConfig:
         return filled
 
 
-class Trainer:
+class Trainer(CheckpointedTrainer):
     """The DDGAN training loop over a :class:`DDGANConfig`.
 
     >>> trainer = Trainer(DDGANConfig(data="gaussians25"), out="runs/g25")  # doctest: +SKIP
@@ -216,21 +222,6 @@ class Trainer:
         self.iteration = int(state["iteration"])
         self.history = [(int(i), float(d), float(g)) for i, d, g in state["history"]]
 
-    def save(self) -> Path | None:
-        """Write OUT/checkpoint.pt atomically."""
-        if self.out is None:
-            return None
-        path = self.out / CHECKPOINT_NAME
-        checkpoint.save(self.state_dict(), path)
-        return path
-
-    def resume(self, path: str | Path | None = None) -> None:
-        """Load a checkpoint (default OUT/checkpoint.pt) written by a run with the same training settings."""
-        path = Path(path) if path is not None else self.out / CHECKPOINT_NAME
-        if not path.is_file():
-            raise FileNotFoundError(f"no checkpoint at {path} to resume from")
-        self.load_state_dict(checkpoint.load(path, map_location=self.device))
-
     # ------------------------------------------------------------------- loop
     def run(self, progress: bool = False, desc: str = "DDGAN") -> DDGAN:
         """Train up to ``config.iters`` iterations, checkpointing every ``checkpoint_every`` and at the end."""
@@ -256,11 +247,7 @@ class Trainer:
 
 def train(config: DDGANConfig, out: str | Path | None = None, resume: bool = False, progress: bool = False) -> Trainer:
     """Build a :class:`Trainer`, resume it from OUT/checkpoint.pt when asked, and run it."""
-    trainer = Trainer(config, out)
-    if resume:
-        trainer.resume()
-    trainer.run(progress)
-    return trainer
+    return training.train(Trainer(config, out), resume, progress)
 
 
 def load_config(path: str | Path) -> DDGANConfig:

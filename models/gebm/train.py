@@ -34,10 +34,17 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from pysampler import checkpoint
 from pysampler.models import data as datasets
+from pysampler.models import training
 from pysampler.models.gebm.model import GEBM, build_networks, energy_loss, generator_loss, gradient_penalty, interpolate
-from pysampler.models.training import CHECKPOINT_NAME, check_same_training, config_dict, read_checkpoint, saved_config
+from pysampler.models.training import (
+    CHECKPOINT_NAME,
+    CheckpointedTrainer,
+    check_same_training,
+    config_dict,
+    read_checkpoint,
+    saved_config,
+)
 
 __all__ = ["GEBMConfig", "Trainer", "train", "CHECKPOINT_NAME", "load_config", "load_model"]
 
@@ -127,7 +134,7 @@ def init_distributed(device: str) -> tuple[int, int, str]:
     return rank, world, device
 
 
-class Trainer:
+class Trainer(CheckpointedTrainer):
     """The GEBM training loop over a :class:`GEBMConfig`.
 
     >>> trainer = Trainer(GEBMConfig(data="gaussians25", iters=2000), out="runs/g25")  # doctest: +SKIP
@@ -244,22 +251,6 @@ class Trainer:
             )
         self.history = [(int(i), float(b)) for i, b in state["history"]]
 
-    def save(self) -> Path | None:
-        """Write OUT/checkpoint.pt atomically (rank 0; every rank takes part in gathering the streams)."""
-        state = self.state_dict()
-        if self.rank != 0 or self.out is None:
-            return None
-        path = self.out / CHECKPOINT_NAME
-        checkpoint.save(state, path)
-        return path
-
-    def resume(self, path: str | Path | None = None) -> None:
-        """Load a checkpoint (default OUT/checkpoint.pt) written by a run with the same training settings."""
-        path = Path(path) if path is not None else self.out / CHECKPOINT_NAME
-        if not path.is_file():
-            raise FileNotFoundError(f"no checkpoint at {path} to resume from")
-        self.load_state_dict(checkpoint.load(path, map_location=self.device))
-
     # ------------------------------------------------------------------- loop
     def run(self, progress: bool = False) -> GEBM:
         """Train ``config.iters`` iterations, then ``config.refine_steps`` energy refinement steps,
@@ -301,11 +292,7 @@ class Trainer:
 
 def train(config: GEBMConfig, out: str | Path | None = None, resume: bool = False, progress: bool = False) -> Trainer:
     """Build a :class:`Trainer`, resume it from OUT/checkpoint.pt when asked, and run it."""
-    trainer = Trainer(config, out)
-    if resume:
-        trainer.resume()
-    trainer.run(progress)
-    return trainer
+    return training.train(Trainer(config, out), resume, progress)
 
 
 def load_config(path: str | Path) -> GEBMConfig:
