@@ -116,6 +116,8 @@ def run_train(args: argparse.Namespace) -> int:
             trainer.resume()
         already = trainer.iteration + trainer.refined
         trainer.run(progress=not args.no_progress)
+        if trainer.world > 1:  # every rank done with the group before any tears it down
+            torch.distributed.barrier()
     finally:
         if trainer.world > 1:  # the rest (evaluation, pictures) is rank 0's alone
             torch.distributed.destroy_process_group()
