@@ -75,8 +75,7 @@ class DDGAN(nn.Module):
     @torch.no_grad()
     def update_ema(self, decay: float) -> None:
         """ema ← decay·ema + (1 - decay)·G, parameter by parameter (buffers copied)."""
-        for e, p in zip(self.ema.parameters(), self.generator.parameters(), strict=True):
-            e.lerp_(p, 1.0 - decay)
+        torch._foreach_lerp_(list(self.ema.parameters()), list(self.generator.parameters()), 1.0 - decay)
         for e, b in zip(self.ema.buffers(), self.generator.buffers(), strict=True):
             e.copy_(b)
 
