@@ -2,8 +2,9 @@
 
 Metadata lives in pyproject.toml; this file adds what a static file cannot say:
 
-* ``package_dir``: the top-level folders ``kernels/`` and ``models/`` install as
-  ``pysampler.kernels`` and ``pysampler.models`` (no top-level ``kernels``/``models`` package).
+* ``package_dir``: the top-level folders ``kernels/``, ``models/`` and ``bench/`` install as
+  ``pysampler.kernels``, ``pysampler.models`` and ``pysampler.bench`` (no top-level package of
+  those names; ``pysampler bench`` runs the installed benchmark files).
 * the native build: ``build_ext`` configures CMakeLists.txt with Ninja and builds ``_C.so`` (a plain
   shared library of torch ops, loaded by pysampler/backends/native.py). CUDA kernels are added
   when torch is a CUDA build and nvcc is found, or when ``PYSAMPLER_FORCE_CUDA=1``.
@@ -42,10 +43,10 @@ ROOT = os.path.dirname(os.path.abspath(__file__))
 
 
 def _packages() -> tuple[list[str], dict[str, str]]:
-    """pysampler.* from ./pysampler, pysampler.kernels.* from ./kernels, pysampler.models.* from ./models."""
+    """pysampler.* from ./pysampler; pysampler.kernels.*, .models.*, .bench.* from ./kernels, ./models, ./bench."""
     package_dir = {"pysampler": "pysampler"}
     packages = [p for p in find_packages(ROOT, include=["pysampler", "pysampler.*"])]
-    for name in ("kernels", "models"):
+    for name in ("kernels", "models", "bench"):
         if os.path.isdir(os.path.join(ROOT, name)):
             package_dir[f"pysampler.{name}"] = name
             packages.append(f"pysampler.{name}")

@@ -100,7 +100,9 @@ def make_eager(
     raise ValueError(f"algorithm must be 'ula', 'mala' or 'kinetic'; got {algorithm!r}")
 
 
-def make_compiled(energy: Energy, x0: torch.Tensor, algorithm: str, step_size: float, n_steps: int) -> Callable[[], torch.Tensor]:
+def make_compiled(
+    energy: Energy, x0: torch.Tensor, algorithm: str, step_size: float, n_steps: int, friction: float = 1.0
+) -> Callable[[], torch.Tensor]:
     """The same chains with one step under ``torch.compile``, called ``n_steps`` times from Python.
 
     What a user gets by compiling their step: ∇U through ``torch.func.grad_and_value`` (which
@@ -157,4 +159,25 @@ def make_compiled(energy: Energy, x0: torch.Tensor, algorithm: str, step_size: f
             return x
 
         return run
-    raise ValueError(f"algorithm must be 'ula' or 'mala'; got {algorithm!r}")
+    if algorithm == "kinetic":
+        decay, o_std = math.exp(-0.5 * friction * h), math.sqrt(-math.expm1(-friction * h))
+
+        @torch.compile(dynamic=False)
+        def obabo_step(x, v, g):  # as eager_kinetic: O B A, then the gradient at the new x, B O
+            v = decay * v + o_std * torch.randn_like(v) - 0.5 * h * g
+            x = x + h * v
+            _, g = energy_and_grad(x)
+            v = decay * (v - 0.5 * h * g) + o_std * torch.randn_like(v)
+            return x, v, g
+
+        def run() -> torch.Tensor:
+            x = x0.detach()
+            v = torch.randn_like(x)
+            _, g = _energy_and_grad(energy, x)
+            with torch.no_grad():
+                for _ in range(n_steps):
+                    x, v, g = obabo_step(x, v, g)
+            return x
+
+        return run
+    raise ValueError(f"algorithm must be 'ula', 'mala' or 'kinetic'; got {algorithm!r}")

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from . import suite
 from .report import BenchSession
 from .step_report import StepSession, write_summary
 
@@ -25,6 +26,10 @@ def pytest_addoption(parser):
     parser.addoption(
         "--bench-save", action="store_true", default=False,
         help="write the pysampler benchmark summary as JSON to bench/results/",
+    )
+    parser.addoption(
+        "--bench-json", default=None, metavar="PATH",
+        help="write the side-by-side table of every workload and provider (bench/suite.py) as JSON to PATH",
     )
 
 
@@ -56,11 +61,30 @@ def _loadavg():
         return None
 
 
+def _suite_summary(tr, config) -> None:
+    """The side-by-side table of everything measured (markdown), and its JSON with --bench-json."""
+    chains, steps = config.stash.get(_KEY, None), config.stash.get(_STEP_KEY, None)
+    if steps is not None:
+        steps.finish()
+    results = suite.collect(chains.rows if chains else [], steps.rows if steps else [])
+    if not results:
+        return
+    tr.section("pysampler suite: every workload and provider; vs best peer = this throughput / the fastest peer's")
+    for line in suite.markdown(results).splitlines():
+        tr.write_line(line)
+    path = config.getoption("--bench-json")
+    if path:
+        device = chains.device if chains and chains.rows else steps.device
+        settings = {k: v for k, v in os.environ.items() if k.startswith("PYSAMPLER_BENCH_")}
+        tr.write_line(f"saved {suite.write_json(results, path, device, settings)}")
+
+
 def _fmt_rate(v: float) -> str:
     return f"{v / 1e6:,.2f} M" if v >= 1e6 else f"{v / 1e3:,.1f} k"
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    _suite_summary(terminalreporter, config)
     write_summary(  # the step-op table (and its JSON with --bench-save); nothing when no step op ran
         terminalreporter, config.stash.get(_STEP_KEY, None), save=config.getoption("--bench-save"),
         results_dir=RESULTS_DIR, load_end=_loadavg(),

@@ -25,6 +25,7 @@ from pysampler.samplers.base import as_target
 
 from .baselines import make_compiled, make_eager
 from .jax_baselines import blackjax_mala, jax_jit
+from .peers import posteriors_sgmcmc, torchebm_langevin
 from .workloads import Workload, energy_fn
 
 __all__ = ["Unavailable", "IMPLEMENTATIONS", "BASELINE", "DTYPE", "eager", "pysampler_backend"]
@@ -91,11 +92,10 @@ def pysampler_backend(backend: str, cuda_graph: bool | str = "auto") -> Make:
 
 def compiled(workload: Workload, device: torch.device) -> Run:
     """The hand-written loop with one step under ``torch.compile`` (bench/baselines.py)."""
-    if workload.algorithm not in ("ula", "mala"):
-        raise Unavailable(f"no compiled hand-written loop for {workload.algorithm}")
     target = workload.target(device, DTYPE)
     x0 = workload.x0(device, DTYPE)
-    return make_compiled(energy_fn(target), x0, workload.algorithm, workload.step_size, workload.n_steps)
+    return make_compiled(energy_fn(target), x0, workload.algorithm, workload.step_size, workload.n_steps,
+                         workload.friction)
 
 
 IMPLEMENTATIONS: dict[str, Make] = {
@@ -111,6 +111,8 @@ IMPLEMENTATIONS: dict[str, Make] = {
     "pysampler-graph": pysampler_backend("auto", cuda_graph=True),
     "jax-jit": jax_jit,
     "blackjax": blackjax_mala,
+    "torchebm": torchebm_langevin,
+    "posteriors": posteriors_sgmcmc,
 }
 
 BASELINE = "eager"

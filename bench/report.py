@@ -1,4 +1,4 @@
-"""Results of a benchmark session: one Row per benchmark, the eager baseline times, the table."""
+"""Results of a benchmark session (the chain workloads W1-W5): one Row per benchmark, the eager baseline times."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ class Row:
     ratio_vs_eager: float | None
     eager_mean_s: float | None = None
     backend: str | None = None
+    description: str = ""
 
 
 @dataclass
@@ -27,7 +28,7 @@ class BenchSession:
 
     scale: float = 1.0
     device: str = "cpu"
-    #: (workload, device) -> mean seconds of the eager baseline, measured in this session
-    baseline_s: dict[tuple[str, str], float] = field(default_factory=dict)
+    #: (workload, chains, device) -> mean seconds of the eager baseline, measured in this session
+    baseline_s: dict[tuple[str, int, str], float] = field(default_factory=dict)
     rows: list[Row] = field(default_factory=list)
     load_start: tuple[float, float, float] | None = None

@@ -19,7 +19,7 @@ import torch
 
 from .implementations import BASELINE, IMPLEMENTATIONS, Unavailable
 from .report import BenchSession, Row
-from .workloads import Workload, bench_scale, scaled_workloads
+from .workloads import Workload, bench_scale, measured_workloads
 
 DEVICE_ENV = "PYSAMPLER_BENCH_DEVICE"
 ROUNDS_ENV = "PYSAMPLER_BENCH_ROUNDS"
@@ -30,8 +30,8 @@ ROUND_BUDGET_S = 120.0
 
 SCALE = bench_scale()
 DEVICE = torch.device(os.environ.get(DEVICE_ENV, "cpu"))
-WORKLOADS = scaled_workloads(SCALE)
-# workload-major, eager first within each workload
+WORKLOADS = measured_workloads(SCALE)
+# workload-major (each size of a workload in turn), eager first within each
 CASES = [(w, i) for w in WORKLOADS for i in IMPLEMENTATIONS]
 assert next(iter(IMPLEMENTATIONS)) == BASELINE
 
@@ -61,7 +61,7 @@ def _time_once(run) -> float:
 
 def _baseline_seconds(session: BenchSession, workload: Workload) -> float:
     """Mean eager time of ``workload`` in this session; measured now if it has not been yet."""
-    key = (workload.name, str(DEVICE))
+    key = (workload.name, workload.n_chains, str(DEVICE))
     if key not in session.baseline_s:
         run = _synced(IMPLEMENTATIONS[BASELINE](workload, DEVICE))
         rounds = _rounds(_time_once(run))
@@ -69,9 +69,8 @@ def _baseline_seconds(session: BenchSession, workload: Workload) -> float:
     return session.baseline_s[key]
 
 
-@pytest.mark.parametrize(("workload_name", "impl_name"), CASES, ids=[f"{w}-{i}" for w, i in CASES])
-def test_throughput(benchmark, bench_session: BenchSession, workload_name: str, impl_name: str):
-    workload = WORKLOADS[workload_name]
+@pytest.mark.parametrize(("workload", "impl_name"), CASES, ids=[f"{w.name}-{w.n_chains}-{i}" for w, i in CASES])
+def test_throughput(benchmark, bench_session: BenchSession, workload: Workload, impl_name: str):
     bench_session.scale, bench_session.device = SCALE, str(DEVICE)
     try:
         raw_run = IMPLEMENTATIONS[impl_name](workload, DEVICE)
@@ -81,7 +80,7 @@ def test_throughput(benchmark, bench_session: BenchSession, workload_name: str, 
     measuring = not benchmark.disabled
     baseline_s = None if (impl_name == BASELINE or not measuring) else _baseline_seconds(bench_session, workload)
 
-    benchmark.group = f"{workload.name}: {workload.description}"
+    benchmark.group = f"{workload.name}: {workload.description}, {workload.n_chains} chains"
     # one untimed warm-up round (caches, allocator, lazy init); its time also picks the round count
     rounds = _rounds(_time_once(run)) if measuring else 1
     x = benchmark.pedantic(run, rounds=rounds, iterations=1, warmup_rounds=0)
@@ -94,7 +93,7 @@ def test_throughput(benchmark, bench_session: BenchSession, workload_name: str, 
     stats = benchmark.stats.stats
     mean_s = stats.mean
     if impl_name == BASELINE:
-        bench_session.baseline_s[(workload.name, str(DEVICE))] = mean_s
+        bench_session.baseline_s[(workload.name, workload.n_chains, str(DEVICE))] = mean_s
         ratio, baseline_s = 1.0, mean_s
     else:
         ratio = baseline_s / mean_s
@@ -119,6 +118,6 @@ def test_throughput(benchmark, bench_session: BenchSession, workload_name: str, 
             workload=workload.name, implementation=impl_name, device=str(DEVICE),
             n_chains=workload.n_chains, n_steps=workload.n_steps, rounds=rounds,
             mean_s=mean_s, min_s=stats.min, chain_steps_per_s=rate,
-            ratio_vs_eager=ratio, eager_mean_s=baseline_s, backend=backend,
+            ratio_vs_eager=ratio, eager_mean_s=baseline_s, backend=backend, description=workload.description,
         )
     )

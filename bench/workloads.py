@@ -11,6 +11,11 @@ W3  ULA,  MLP energy 2→128→128→1 (SiLU) + ½|x|² (ps.MLPEnergy), h=0.01, 
 W4  kinetic Langevin in a GEBM's latent space: DCGAN generator (latent 128 → 3×32×32) and a
     spectrally normalised conv energy (pysampler.models.nets), ps.LatentTarget, h=0.01, γ=1,
     128 chains, 100 steps (the CUDA-graph target of the drop-in issue)
+W5  DDGAN sampling, T = 4, 100 images 3×32×32 (bench/test_ddgan_sampling.py: a reverse chain,
+    not a ``ps.sample`` workload, so it is defined there)
+
+``PYSAMPLER_BENCH_SWEEP=1`` adds smaller chain counts of W1-W4 (``Workload.sweep``), the points of
+the throughput-against-problem-size plot of ``pysampler bench``.
 """
 
 from __future__ import annotations
@@ -25,9 +30,10 @@ from torch import nn
 
 import pysampler as ps
 
-__all__ = ["Workload", "make_mlp", "WORKLOADS", "bench_scale", "scaled_workloads", "energy_fn"]
+__all__ = ["Workload", "make_mlp", "WORKLOADS", "bench_scale", "scaled_workloads", "measured_workloads", "energy_fn"]
 
 SCALE_ENV = "PYSAMPLER_BENCH_SCALE"
+SWEEP_ENV = "PYSAMPLER_BENCH_SWEEP"
 #: floors applied when scaling down, so a quick run still exercises every code path
 MIN_CHAINS = 256
 MIN_STEPS = 10
@@ -58,6 +64,8 @@ class Workload:
     event_dim: int
     friction: float = 0.0
     min_chains: int = MIN_CHAINS
+    #: fractions of n_chains also measured when sweeping problem sizes (steps unchanged)
+    sweep: tuple[float, ...] = (1 / 64, 1 / 8)
 
     @property
     def chain_steps(self) -> int:
@@ -79,6 +87,15 @@ class Workload:
             n_chains=max(self.min_chains, int(round(self.n_chains * scale))),
             n_steps=max(MIN_STEPS, int(round(self.n_steps * scale))),
         )
+
+    def with_chains(self, n_chains: int) -> Workload:
+        """The same workload with ``n_chains`` chains."""
+        return replace(self, n_chains=n_chains)
+
+    def sizes(self) -> list[Workload]:
+        """This workload at the sweep's chain counts (at least ``min_chains``, distinct), then itself."""
+        counts = {max(self.min_chains, int(round(self.n_chains * f))) for f in self.sweep} - {self.n_chains}
+        return [self.with_chains(n) for n in sorted(counts)] + [self]
 
 
 def energy_fn(target) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -212,6 +229,7 @@ WORKLOADS: dict[str, Workload] = {
             n_steps=100,
             event_dim=W4_LATENT,
             min_chains=16,
+            sweep=(1 / 8,),
         ),
     )
 }
@@ -233,3 +251,21 @@ def scaled_workloads(scale: float | None = None) -> dict[str, Workload]:
     """WORKLOADS at ``scale`` (default: from the environment)."""
     scale = bench_scale() if scale is None else scale
     return {name: w.scaled(scale) for name, w in WORKLOADS.items()}
+
+
+def sweeping() -> bool:
+    """Whether ``PYSAMPLER_BENCH_SWEEP`` asks for the problem-size sweep ("1"; default "0")."""
+    raw = os.environ.get(SWEEP_ENV, "0")
+    if raw not in ("0", "1"):
+        raise ValueError(f"{SWEEP_ENV} must be 0 or 1; got {raw!r}")
+    return raw == "1"
+
+
+def measured_workloads(scale: float | None = None, sweep: bool | None = None) -> list[Workload]:
+    """Every workload the session measures: each of WORKLOADS at ``scale``, and with ``sweep`` (default:
+    from the environment) also at its sweep's smaller chain counts, smallest first."""
+    sweep = sweeping() if sweep is None else sweep
+    out = []
+    for w in scaled_workloads(scale).values():
+        out += w.sizes() if sweep else [w]
+    return out

@@ -101,6 +101,7 @@ def plot(rows: list[Row], modes: torch.Tensor, path: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from pysampler.bench import command as bench_command
     from pysampler.models.ddgan import command as ddgan_command
     from pysampler.models.gebm import command as gebm_command
 
@@ -123,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     train_sub = train_parser.add_subparsers(dest="model", required=True)
     gebm_command.add_train_parser(train_sub)
     ddgan_command.add_train_parser(train_sub)
+    bench_command.add_parser(sub)
     s.add_argument("--chains", type=int, default=4096, help="number of independent chains")
     s.add_argument("--steps", type=int, default=500, help="steps per chain after burn-in")
     s.add_argument("--burn-in", type=int, default=0, help="steps run first and discarded")
