@@ -3,6 +3,8 @@
     pysampler bench --quick                          # smallest sizes, under 3 minutes on 2 CPU cores
     pysampler bench --device cuda --json run.json    # every workload at every size, on the GPU
     pysampler bench -k "W2 or W3" --plot w23.png     # a subset (pytest's -k on the case ids)
+    pysampler bench --quick -- --benchmark-storage=bench/baselines --benchmark-compare=0001 \
+        --benchmark-compare-fail=mean:25%            # after "--": passed to pytest (the regression guard)
 
 It runs the pytest-benchmark files of this folder (bench/) in a child pytest process with the
 settings below as ``PYSAMPLER_BENCH_*`` variables, so the numbers are the same ones
@@ -65,6 +67,9 @@ def add_parser(sub) -> None:
     p.add_argument("-k", dest="select", default=None, metavar="EXPR", help="only the cases pytest -k EXPR selects")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     p.add_argument("--log", default=None, metavar="PATH", help="pytest's full output (default: a temporary file)")
+    p.add_argument("pytest_args", nargs=argparse.REMAINDER, metavar="-- PYTEST_ARGS",
+                   help="after --: more pytest / pytest-benchmark options, e.g. --benchmark-save=NAME or "
+                   "--benchmark-compare=NUM --benchmark-compare-fail=mean:25%%")
     p.set_defaults(run=run)
 
 
@@ -97,6 +102,12 @@ def run(args: argparse.Namespace) -> int:
                    "--rootdir", str(bench_dir()), f"--bench-json={json_path}"]
         if args.select:
             command += ["-k", args.select]
+        extra = list(args.pytest_args or [])
+        if extra and extra[0] == "--":
+            extra = extra[1:]
+        if extra and not extra[0].startswith("-"):
+            raise ValueError(f"after --, pass pytest options (starting with -); got {extra[0]!r}")
+        command += extra
         mode = "quick" if args.quick else "full"
         print(f"pysampler bench ({mode}, {device}): running {bench_dir()} ...", file=sys.stderr)
         start = time.perf_counter()
@@ -112,6 +123,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"pysampler bench ({mode}): {machine['device_name']} ({device}), torch {machine['torch']}, "
               f"{machine['torch_threads']} threads, {machine['date']}, {seconds:.0f} s\n")
         print(suite.markdown(results))
+        print("\nThe fastest pysampler provider against the best peer, per workload and size:\n")
+        print(suite.leaders_markdown(results))
         behind = suite.slower_than_best_peer(results)
         if behind:
             print("\nnot ahead of the best peer: " + "; ".join(f"{w} ({s})" for w, s in behind))

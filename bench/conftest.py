@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -12,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from . import suite
+from . import machine, suite
 from .report import BenchSession
 from .step_report import StepSession, write_summary
 
@@ -54,11 +53,7 @@ def step_session(request) -> StepSession:
     return request.config.stash[_STEP_KEY]
 
 
-def _loadavg():
-    try:
-        return tuple(round(v, 2) for v in os.getloadavg())
-    except OSError:
-        return None
+_loadavg = machine.load_average
 
 
 def _suite_summary(tr, config) -> None:
@@ -120,14 +115,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         payload = {
             "scale": session.scale,
             "device": session.device,
-            "machine": {
-                "platform": platform.platform(),
-                "processor": platform.processor(),
-                "cpu_count": os.cpu_count(),
-                "torch": torch.__version__,
-                "torch_threads": torch.get_num_threads(),
-                "cuda_device": torch.cuda.get_device_name() if session.device.startswith("cuda") else None,
-            },
+            "machine": machine.machine_info(session.device),
             "loadavg_start": session.load_start,
             "loadavg_end": load_end,
             "rows": [asdict(r) for r in session.rows],

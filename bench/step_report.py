@@ -8,14 +8,14 @@ of the session, so every row gets every ratio whatever order the cases ran in.
 from __future__ import annotations
 
 import json
-import os
-import platform
 import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+
+from . import machine
 
 __all__ = ["StepRow", "StepSession", "TARGETS", "write_summary"]
 
@@ -139,34 +139,13 @@ def _slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
 
 
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "cpu"
-
-
-def _versions() -> dict:
-    try:
-        import triton  # optional: missing on CPU-only installs
-
-        triton_version = triton.__version__
-    except Exception:  # ImportError, or a broken install
-        triton_version = None
-    return {"torch": torch.__version__, "triton": triton_version, "cuda": torch.version.cuda}
-
-
 def write_summary(tr, session: StepSession | None, save: bool, results_dir: Path, load_end) -> None:
     """Print the step-op table (and the targets on CUDA); with ``save``, write the JSON record."""
     if session is None or not session.rows:
         return
     session.finish()
     on_cuda = session.device.startswith("cuda")
-    device_name = torch.cuda.get_device_name(torch.device(session.device)) if on_cuda else _cpu_name()
+    device_name = machine.device_name(session.device)
     tr.section("pysampler step ops: median time per call; GB/s = bytes/elem x numel / time; vs X = X median / this median")
     copy = f"{session.copy_gbps:.1f} GB/s" if session.copy_gbps else "not measured"
     tr.write_line(
@@ -211,13 +190,8 @@ def write_summary(tr, session: StepSession | None, save: bool, results_dir: Path
             "date": stamp,
             "device": session.device,
             "device_name": device_name,
-            "versions": _versions(),
-            "machine": {
-                "platform": platform.platform(),
-                "processor": platform.processor(),
-                "cpu_count": os.cpu_count(),
-                "torch_threads": torch.get_num_threads(),
-            },
+            "versions": machine.versions(),
+            "machine": machine.machine_info(session.device),
             "copy": {"gbps": session.copy_gbps, "bytes": session.copy_bytes, "median_s": session.copy_median_s},
             "fresh_output_s": session.fresh_output_s,
             "targets": TARGETS,

@@ -21,19 +21,15 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import platform
-import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-import torch
-
+from . import machine
 from .report import Row
 from .step_report import StepRow
 
-__all__ = ["Result", "PEERS", "FLOORS", "kind_of", "collect", "rank", "markdown", "plot", "write_json", "read_json",
-           "machine_info", "slower_than_best_peer"]
+__all__ = ["Result", "PEERS", "FLOORS", "kind_of", "collect", "rank", "markdown", "leaders_markdown", "plot",
+           "write_json", "read_json", "slower_than_best_peer"]
 
 #: providers that are not pysampler: what a user runs today
 PEERS = ("eager", "torch-compile", "jax-jit", "blackjax", "torchebm", "posteriors")
@@ -136,6 +132,10 @@ def _fmt_rate(value: float, unit: str) -> str:
     return _three_digits(value)
 
 
+def _rate(r: Result) -> str:
+    return _fmt_rate(r.throughput, r.unit) + ("" if r.unit == "GB/s" else " chain-steps/s")
+
+
 def _fmt_ratio(r: float | None) -> str:
     if r is None:
         return "-"
@@ -160,54 +160,39 @@ def markdown(results: list[Result]) -> str:
         peer = _fmt_ratio(r.ratio_vs_best_peer)
         if r.kind == "peer" and r.provider == r.best_peer:
             peer += " (best peer)"
-        rate = _fmt_rate(r.throughput, r.unit) + ("" if r.unit == "GB/s" else " chain-steps/s")
-        row = [*head, name, rate, _fmt_ratio(r.ratio_vs_eager), peer]
+        row = [*head, name, _rate(r), _fmt_ratio(r.ratio_vs_eager), peer]
         if r.kind == "pysampler" and (r.ratio_vs_best_peer or 0) > 1.0:
             row[2:] = [f"**{c}**" for c in row[2:]]
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in row) + " |")
     return "\n".join(lines)
 
 
-def machine_info(device: str) -> dict:
-    """Date, machine and versions a recorded run is labelled with."""
-    try:
-        import triton  # noqa: PLC0415 - optional
-
-        triton_version = triton.__version__
-    except Exception:  # absent, or a broken install
-        triton_version = None
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
-    except OSError:
-        pass
-    on_cuda = device.startswith("cuda")
-    try:
-        load = tuple(round(v, 2) for v in os.getloadavg())
-    except OSError:
-        load = None
-    return {
-        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "device": device,
-        "device_name": torch.cuda.get_device_name(torch.device(device)) if on_cuda else cpu,
-        "cpu": cpu,
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "triton": triton_version,
-        "cuda": torch.version.cuda,
-        "loadavg_end": load,
-    }
+def leaders_markdown(results: list[Result]) -> str:
+    """One row per (workload, size): the fastest pysampler provider against the best peer."""
+    lines = [
+        "| workload | size | fastest pysampler | throughput | best peer | throughput | vs best peer | vs eager |",
+        "|---|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for key in dict.fromkeys((r.workload, r.size, r.device) for r in results):
+        rows = [r for r in results if (r.workload, r.size, r.device) == key]
+        ours = max((r for r in rows if r.kind == "pysampler"), key=lambda r: r.throughput, default=None)
+        peer = max((r for r in rows if r.kind == "peer"), key=lambda r: r.throughput, default=None)
+        if ours is None or peer is None:
+            continue
+        name = ours.provider + (f" ({ours.backend})" if ours.provider.endswith("auto") and ours.backend else "")
+        ratio = _fmt_ratio(ours.ratio_vs_best_peer)
+        ahead = ours.throughput > peer.throughput
+        row = [key[0], key[1], name, _rate(ours), peer.provider, _rate(peer), f"**{ratio}**" if ahead else ratio,
+               _fmt_ratio(ours.ratio_vs_eager)]
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in row) + " |")
+    return "\n".join(lines)
 
 
 def write_json(results: list[Result], path: str | Path, device: str, settings: dict | None = None) -> Path:
     """Write {"machine": ..., "settings": ..., "results": [...]} atomically to ``path``."""
     from pysampler.checkpoint import save_json
 
-    payload = {"machine": machine_info(device), "settings": settings or {}, "results": [asdict(r) for r in results]}
+    payload = {"machine": machine.machine_info(device), "settings": settings or {}, "results": [asdict(r) for r in results]}
     path = Path(path)
     save_json(payload, path)
     return path

@@ -40,6 +40,11 @@ def test_rank_against_eager_and_the_best_peer():
     table = suite.markdown(rows)
     assert "| **pysampler-cpp-fused** | **80 chain-steps/s** | **8.00x** | **2.00x** |" in table
     assert "generator-x4 (floor)" in table and "1.00x (best peer)" in table
+    leaders = suite.leaders_markdown(rows).splitlines()
+    assert leaders[2:] == [
+        "| W1 | 8 chains × 2 steps | pysampler-cpp-fused | 80 chain-steps/s | jax-jit | 40 chain-steps/s | **2.00x** | 8.00x |",
+        "| W5 | 8 chains × 2 steps | pysampler-auto | 20 chain-steps/s | eager | 25 chain-steps/s | 0.80x | 0.80x |",
+    ]
 
 
 def test_sizes_rank_separately_and_pipes_are_escaped():
