@@ -39,8 +39,8 @@ def pytest_configure(config):
     threads = os.environ.get(THREADS_ENV)
     if threads:  # e.g. 1 on a loaded machine, where OpenMP threads waiting on a busy core stall
         torch.set_num_threads(int(threads))
-    config.stash[_KEY] = BenchSession(load_start=_loadavg())
-    config.stash[_STEP_KEY] = StepSession(load_start=_loadavg())
+    config.stash[_KEY] = BenchSession(load_start=machine.load_average())
+    config.stash[_STEP_KEY] = StepSession(load_start=machine.load_average())
 
 
 @pytest.fixture(scope="session")
@@ -51,9 +51,6 @@ def bench_session(request) -> BenchSession:
 @pytest.fixture(scope="session")
 def step_session(request) -> StepSession:
     return request.config.stash[_STEP_KEY]
-
-
-_loadavg = machine.load_average
 
 
 def _suite_summary(tr, config) -> None:
@@ -82,13 +79,13 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     _suite_summary(terminalreporter, config)
     write_summary(  # the step-op table (and its JSON with --bench-save); nothing when no step op ran
         terminalreporter, config.stash.get(_STEP_KEY, None), save=config.getoption("--bench-save"),
-        results_dir=RESULTS_DIR, load_end=_loadavg(),
+        results_dir=RESULTS_DIR, load_end=machine.load_average(),
     )
     session = config.stash.get(_KEY, None)
     if session is None or not session.rows:
         return
     tr = terminalreporter
-    load_end = _loadavg()
+    load_end = machine.load_average()
     tr.section("pysampler throughput: chain-steps/s from the mean time; vs eager = eager mean / this mean, same session")
     tr.write_line(
         f"scale={session.scale:g}  device={session.device}  torch={torch.__version__}  "

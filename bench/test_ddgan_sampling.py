@@ -94,6 +94,7 @@ def _case(name: str, net, sched):
 
 @pytest.mark.parametrize("case", CASES)
 def test_ddgan_sampling(benchmark, bench_session: BenchSession, case):
+    bench_session.device = str(DEVICE)
     net, sched = _setup()
     run = _synced(_case(case, net, sched))
     run()  # warm-up (and the capture, on CUDA)
