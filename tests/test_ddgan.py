@@ -332,6 +332,7 @@ def test_cli_train_writes_metrics_and_resumes(tmp_path, capsys):
         assert {"mmd2", "modes_covered", "high_quality_frac", "kale"} <= set(report[name])
         assert report[f"{name}_run"]["iterations"] == 4
     assert report["ddgan_run"]["config"]["T"] == 4 and report["gan_run"]["config"]["T"] == 1
+    assert report["ddgan_run"]["config"]["r1_gamma"] == 0.05 and report["gan_run"]["config"]["r1_gamma"] == 0.0
     assert (out / "ddgan.png").is_file() and (out / "gan.png").is_file() and (out / "gan" / "checkpoint.pt").is_file()
     printed = capsys.readouterr().out
     assert "ddgan" in printed and "gan" in printed
@@ -343,6 +344,7 @@ def test_cli_train_writes_metrics_and_resumes(tmp_path, capsys):
     # without --resume an existing run is never overwritten; another setting is refused on resume
     assert main(args) == 2
     assert main(args + ["--resume", "--lr-d", "0.1"]) == 2
+    assert main(args + ["--resume", "--gan-r1-gamma", "0.05"]) == 2  # the baseline's settings are checked too
     assert "lr_d" in capsys.readouterr().err
     # sample ddgan: the checkpoint's EMA generator, in batches
     samples = tmp_path / "s.npz"

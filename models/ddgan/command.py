@@ -35,7 +35,8 @@ def add_train_parser(sub) -> None:
         "conditional GAN whose generator predicts x_0 and whose x_{t-1} is drawn from the posterior q(x_{t-1} | x_t, x_0) "
         "by pysampler's fused kernel. Writes OUT/checkpoint.pt (atomically, every --checkpoint-every iterations), then "
         "OUT/metrics.json and pictures. On 2-D data it also trains a one-step GAN (T = 1: an unconditional GAN) with the "
-        "same networks and budget in OUT/gan and reports both. Training options left unset take the defaults for the "
+        "same networks and budget (by default without the R1 penalty: the vanilla GAN of the dissertation's Figure 6.9) "
+        "in OUT/gan and reports both. Training options left unset take the defaults for the "
         "data's kind, or, with --resume, the checkpoint's values.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -63,6 +64,9 @@ def add_train_parser(sub) -> None:
     p.add_argument("--backend", default="auto", help="pysampler backend of the diffusion draws (auto, torch, cpp, triton, cuda)")
     p.add_argument("--checkpoint-every", type=int, default=500, help="iterations between checkpoints")
     p.add_argument("--no-gan", action="store_true", help="2-D data: skip the one-step GAN baseline")
+    p.add_argument("--gan-r1-gamma", type=float, default=0.0,
+                   help="R1 γ of the one-step GAN baseline: 0 is the vanilla GAN of the dissertation's Figure 6.9; "
+                   "the DDGAN's own γ (0.05) gives the R1-regularised one-step GAN")
     p.add_argument("--eval-samples", type=int, default=None, help="samples compared with the data (toy 5000, images 10000)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=run_train)
@@ -114,8 +118,11 @@ def run_train(args: argparse.Namespace) -> int:
         raise ValueError(f"--eval-samples must be >= 4; got {n_eval}")
     models = {"ddgan": trainer}
     if dataset.kind == "toy" and not args.no_gan:
-        # the one-step GAN: T = 1, everything else the DDGAN's (networks, iterations, batch, optimiser)
-        gan_config = dataclasses.replace(cfg, T=1)
+        # the one-step GAN: T = 1, everything else the DDGAN's (networks, iterations, batch, optimiser), and by
+        # default no R1 penalty: the vanilla GAN the dissertation compares with (Figure 6.9)
+        if not args.gan_r1_gamma >= 0:
+            raise ValueError(f"--gan-r1-gamma must be >= 0; got {args.gan_r1_gamma}")
+        gan_config = dataclasses.replace(cfg, T=1, r1_gamma=args.gan_r1_gamma)
         models["gan"] = _train_one(gan_config, out / BASELINE_DIR, args.resume, not args.no_progress, "GAN T=1")
     report: dict = {"data": dataset.name, "source": dataset.source}
     reference = Reference.of(dataset, classifier_for(dataset))  # the held-out side, once for both models
