@@ -1,5 +1,8 @@
 """ps.ReplayBuffer (persistent chains) and pysampler.checkpoint (atomic saves)."""
 
+import os
+import stat
+
 import pytest
 import torch
 
@@ -109,3 +112,15 @@ def test_checkpoint_save_is_atomic(tmp_path):
         checkpoint.save({"a": torch.zeros(3), "bad": Unpicklable()}, path)
     assert torch.equal(checkpoint.load(path)["a"], torch.ones(3))  # the last good file is intact
     assert [p.name for p in tmp_path.iterdir()] == ["state.pt"]  # and no temporary file is left
+
+
+def test_checkpoint_files_get_the_umask_mode(tmp_path):
+    """An atomic save leaves an ordinary file (0666 less the umask), not mkstemp's private 0600."""
+    old = os.umask(0o022)
+    try:
+        checkpoint.save({"a": torch.ones(1)}, tmp_path / "state.pt")
+        checkpoint.save_json({"a": 1}, tmp_path / "metrics.json")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "state.pt").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "metrics.json").stat().st_mode) == 0o644
