@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -96,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
         env["PYSAMPLER_BENCH_THREADS"] = str(args.threads)
     scratch = tempfile.TemporaryDirectory(prefix="pysampler-bench-")
     with scratch:
-        json_path = Path(args.json) if args.json else Path(scratch.name) / "results.json"
+        json_path = Path(scratch.name) / "results.json"  # copied to --json when the run succeeds
         log_path = Path(args.log) if args.log else Path(scratch.name) / "pytest.log"
         command = [sys.executable, "-m", "pytest", str(bench_dir()), "--benchmark-only", "-v", "-p", "no:cacheprovider",
                    "--rootdir", str(bench_dir()), f"--bench-json={json_path}"]
@@ -132,7 +133,9 @@ def run(args: argparse.Namespace) -> int:
             title = f"pysampler bench ({mode}) on {machine['device_name']}, torch {machine['torch']}"
             print(f"\nplot: {suite.plot(results, args.plot, title)}")
         if args.json:
-            print(f"results: {json_path}")
+            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(json_path, args.json)
+            print(f"results: {args.json}")
     return 0
 
 
