@@ -190,8 +190,7 @@ def write_summary(tr, session: StepSession | None, save: bool, results_dir: Path
             "date": stamp,
             "device": session.device,
             "device_name": device_name,
-            "versions": machine.versions(),
-            "machine": machine.machine_info(session.device),
+            "machine": machine.machine_info(session.device),  # with the torch / Triton / CUDA versions
             "copy": {"gbps": session.copy_gbps, "bytes": session.copy_bytes, "median_s": session.copy_median_s},
             "fresh_output_s": session.fresh_output_s,
             "targets": TARGETS,

@@ -91,16 +91,24 @@ def collect(chain_rows: list[Row], step_rows: list[StepRow]) -> list[Result]:
     return rank(results)
 
 
-def rank(results: list[Result]) -> list[Result]:
-    """Fill ``ratio_vs_eager``, ``ratio_vs_best_peer`` and ``best_peer`` from the rows of the same
-    (workload, size, device); returns ``results`` (changed in place)."""
+def _groups(results: list[Result]) -> list[list[Result]]:
+    """The rows measured side by side: one list per (workload, size, device), in first-seen order."""
     groups: dict[tuple[str, str, str], list[Result]] = {}
     for r in results:
         groups.setdefault((r.workload, r.size, r.device), []).append(r)
-    for rows in groups.values():
+    return list(groups.values())
+
+
+def _fastest(rows: list[Result], kind: str) -> Result | None:
+    return max((r for r in rows if r.kind == kind), key=lambda r: r.throughput, default=None)
+
+
+def rank(results: list[Result]) -> list[Result]:
+    """Fill ``ratio_vs_eager``, ``ratio_vs_best_peer`` and ``best_peer`` from the rows of the same
+    (workload, size, device); returns ``results`` (changed in place)."""
+    for rows in _groups(results):
         eager = next((r for r in rows if r.provider == "eager"), None)
-        peers = [r for r in rows if r.kind == "peer"]
-        best = max(peers, key=lambda r: r.throughput, default=None)
+        best = _fastest(rows, "peer")
         for r in rows:
             r.ratio_vs_eager = r.throughput / eager.throughput if eager else None
             r.ratio_vs_best_peer = r.throughput / best.throughput if best else None
@@ -111,11 +119,10 @@ def rank(results: list[Result]) -> list[Result]:
 def slower_than_best_peer(results: list[Result]) -> list[tuple[str, str]]:
     """(workload, size) where no pysampler provider beats the best peer measured beside it."""
     out = []
-    for key in dict.fromkeys((r.workload, r.size, r.device) for r in results):
-        rows = [r for r in results if (r.workload, r.size, r.device) == key]
-        ours = [r.ratio_vs_best_peer for r in rows if r.kind == "pysampler" and r.ratio_vs_best_peer is not None]
-        if ours and max(ours) <= 1.0:
-            out.append(key[:2])
+    for rows in _groups(results):
+        ours = _fastest(rows, "pysampler")
+        if ours is not None and ours.ratio_vs_best_peer is not None and ours.ratio_vs_best_peer <= 1.0:
+            out.append((ours.workload, ours.size))
     return out
 
 
@@ -142,9 +149,18 @@ def _fmt_ratio(r: float | None) -> str:
     return f"{r:.2f}x" if r >= 0.1 else f"{r:.2g}x"
 
 
+def _label(r: Result) -> str:
+    """The provider's name, with what "pysampler-auto" resolved to."""
+    return r.provider + (f" ({r.backend})" if r.provider.endswith("auto") and r.backend else "")
+
+
+def _md_row(cells: list[str]) -> str:
+    return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+
+
 def markdown(results: list[Result]) -> str:
     """The side-by-side table: workload, size, provider, throughput, vs eager, vs best peer; the
-    fastest pysampler row of each group in bold when it beats every peer."""
+    pysampler rows that beat every peer of their group in bold."""
     lines = [
         "| workload | size | provider | throughput | vs eager | vs best peer |",
         "|---|---|---|---:|---:|---:|",
@@ -154,7 +170,7 @@ def markdown(results: list[Result]) -> str:
         group = (r.workload, r.size)
         head = (f"{r.workload}: {r.description}", r.size) if group != last else ("", "")
         last = group
-        name = r.provider + (f" ({r.backend})" if r.provider.endswith("auto") and r.backend else "")
+        name = _label(r)
         if r.kind == "floor":
             name += " (floor)"
         peer = _fmt_ratio(r.ratio_vs_best_peer)
@@ -163,7 +179,7 @@ def markdown(results: list[Result]) -> str:
         row = [*head, name, _rate(r), _fmt_ratio(r.ratio_vs_eager), peer]
         if r.kind == "pysampler" and (r.ratio_vs_best_peer or 0) > 1.0:
             row[2:] = [f"**{c}**" for c in row[2:]]
-        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in row) + " |")
+        lines.append(_md_row(row))
     return "\n".join(lines)
 
 
@@ -173,18 +189,14 @@ def leaders_markdown(results: list[Result]) -> str:
         "| workload | size | fastest pysampler | throughput | best peer | throughput | vs best peer | vs eager |",
         "|---|---|---|---:|---:|---:|---:|---:|",
     ]
-    for key in dict.fromkeys((r.workload, r.size, r.device) for r in results):
-        rows = [r for r in results if (r.workload, r.size, r.device) == key]
-        ours = max((r for r in rows if r.kind == "pysampler"), key=lambda r: r.throughput, default=None)
-        peer = max((r for r in rows if r.kind == "peer"), key=lambda r: r.throughput, default=None)
+    for rows in _groups(results):
+        ours, peer = _fastest(rows, "pysampler"), _fastest(rows, "peer")
         if ours is None or peer is None:
             continue
-        name = ours.provider + (f" ({ours.backend})" if ours.provider.endswith("auto") and ours.backend else "")
         ratio = _fmt_ratio(ours.ratio_vs_best_peer)
         ahead = ours.throughput > peer.throughput
-        row = [key[0], key[1], name, _rate(ours), peer.provider, _rate(peer), f"**{ratio}**" if ahead else ratio,
-               _fmt_ratio(ours.ratio_vs_eager)]
-        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in row) + " |")
+        lines.append(_md_row([ours.workload, ours.size, _label(ours), _rate(ours), peer.provider, _rate(peer),
+                              f"**{ratio}**" if ahead else ratio, _fmt_ratio(ours.ratio_vs_eager)]))
     return "\n".join(lines)
 
 

@@ -345,6 +345,8 @@ def test_cli_train_writes_metrics_and_resumes(tmp_path, capsys):
     assert main(args) == 2
     assert main(args + ["--resume", "--lr-d", "0.1"]) == 2
     assert main(args + ["--resume", "--gan-r1-gamma", "0.05"]) == 2  # the baseline's settings are checked too
+    other = [a if a != str(out) else str(tmp_path / "other") for a in args]
+    assert main(other + ["--gan-r1-gamma", "-1"]) == 2 and not (tmp_path / "other").exists()  # refused before training
     assert "lr_d" in capsys.readouterr().err
     # sample ddgan: the checkpoint's EMA generator, in batches
     samples = tmp_path / "s.npz"

@@ -107,6 +107,8 @@ def _train_one(config: DDGANConfig, out: Path, resume: bool, progress: bool, des
 def run_train(args: argparse.Namespace) -> int:
     always = dict(data=args.data, device=args.device, backend=args.backend, checkpoint_every=args.checkpoint_every)
     config = config_from_args(args, DDGANConfig, TRAINING_FIELDS, always, load_config)
+    if not args.gan_r1_gamma >= 0:  # checked before the DDGAN trains, not after
+        raise ValueError(f"--gan-r1-gamma must be >= 0; got {args.gan_r1_gamma}")
     out = Path(args.out)
     if not args.resume and (out / BASELINE_DIR / CHECKPOINT_NAME).exists():
         raise ValueError(f"{out / BASELINE_DIR / CHECKPOINT_NAME} exists: pass --resume, or choose another --out")
@@ -120,8 +122,6 @@ def run_train(args: argparse.Namespace) -> int:
     if dataset.kind == "toy" and not args.no_gan:
         # the one-step GAN: T = 1, everything else the DDGAN's (networks, iterations, batch, optimiser), and by
         # default no R1 penalty: the vanilla GAN the dissertation compares with (Figure 6.9)
-        if not args.gan_r1_gamma >= 0:
-            raise ValueError(f"--gan-r1-gamma must be >= 0; got {args.gan_r1_gamma}")
         gan_config = dataclasses.replace(cfg, T=1, r1_gamma=args.gan_r1_gamma)
         models["gan"] = _train_one(gan_config, out / BASELINE_DIR, args.resume, not args.no_progress, "GAN T=1")
     report: dict = {"data": dataset.name, "source": dataset.source}
